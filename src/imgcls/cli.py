@@ -1,0 +1,319 @@
+"""The `imgcls` command: typer commands that call the layers below and hold no logic of their own."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from imgcls.errors import ImgclsError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train, check and use image classifiers.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets.")
+app.add_typer(data_app, name="data")
+console = Console()
+err_console = Console(stderr=True)
+
+DataArg = Annotated[
+    str, typer.Argument(help="Folder of class subfolders, train/val layout, or a built-in name")
+]
+RunArg = Annotated[Path, typer.Argument(help="A run folder, e.g. runs/scratch")]
+
+
+@app.command()
+def train(
+    data: DataArg = "cats-vs-dogs",
+    recipe: Annotated[str | None, typer.Option(help="Recipe name (imgcls recipes)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Square input size in pixels")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per step")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate")] = None,
+    augment: Annotated[
+        bool | None, typer.Option("--augment/--no-augment", help="Recipe augmentation on/off")
+    ] = None,
+    aug: Annotated[
+        list[str] | None, typer.Option(help="Augmentation KEY=VALUE, Keras names (rotation_range=40)")
+    ] = None,
+    val_split: Annotated[
+        float | None, typer.Option(help="Share held out when DATA has no val/ folder")
+    ] = None,
+    early_stopping: Annotated[
+        int | None, typer.Option(help="Patience in epochs on val_loss (0 = off)")
+    ] = None,
+    class_weights: Annotated[
+        str | None, typer.Option(help="'auto': weigh classes by inverse frequency")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder that holds run folders")] = Path("runs"),
+    name: Annotated[
+        str | None, typer.Option(help="Run name (default: the recipe's); never overwritten")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (split, init, order, augmentation)")] = 0,
+    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run folder")] = None,
+    devices: Annotated[str, typer.Option(help="Lightning devices: 1, 2, 'auto', '0,1'")] = "1",
+    strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp, ddp_spawn, fsdp")] = "auto",
+    num_nodes: Annotated[int, typer.Option(help="Machines for multi-node training")] = 1,
+    accelerator: Annotated[str, typer.Option(help="cpu, gpu, mps or auto")] = "auto",
+    data_dir: Annotated[Path | None, typer.Option("--data", help="Local copy of a built-in dataset")] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
+) -> None:
+    """Train a recipe on DATA; writes a run folder with the model, history, curves and metrics."""
+    from imgcls.augment import Augment
+    from imgcls.recipes import DEFAULT_RECIPE, SEED_AUGMENT, get_recipe
+    from imgcls.training.fit import TrainOptions
+    from imgcls.training.fit import resume as resume_run
+    from imgcls.training.fit import train as fit
+
+    if resume is not None:
+        run = resume_run(resume, progress=progress)
+    else:
+        chosen = get_recipe(recipe or DEFAULT_RECIPE)
+        augmentation = chosen.augment
+        if augment is False:
+            augmentation = Augment()
+        elif augment and not augmentation.enabled:
+            augmentation = SEED_AUGMENT
+        if aug:
+            augmentation = Augment.from_dict({**augmentation.as_dict(), **_parse_pairs(aug)})
+        chosen = chosen.override(
+            epochs=epochs,
+            image_size=image_size,
+            batch_size=batch_size,
+            lr=lr,
+            val_split=val_split,
+            early_stopping=early_stopping,
+            augment=augmentation,
+        )
+        options = TrainOptions(
+            out=out,
+            name=name,
+            seed=seed,
+            devices=_devices(devices),
+            strategy=strategy,
+            num_nodes=num_nodes,
+            accelerator=accelerator,
+            class_weights=class_weights,
+            data_dir=data_dir,
+            progress=progress,
+        )
+        run = fit(data, chosen, options)
+    _print_run_result(run)
+
+
+@app.command()
+def evaluate(
+    run: RunArg,
+    data: Annotated[
+        str | None, typer.Argument(help="Other data (default: the run's test, else val split)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout")] = False,
+) -> None:
+    """Accuracy, loss, per-class precision/recall/F1, confusion matrix, ROC AUC (two classes)."""
+    from imgcls.evaluation import evaluate_run
+
+    metrics = evaluate_run(run, data)
+    if as_json:
+        sys.stdout.write(json.dumps(metrics) + "\n")
+        return
+    _print_metrics(metrics)
+
+
+@app.command()
+def predict(
+    run: RunArg,
+    paths: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns")],
+    output_format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    top_k: Annotated[int, typer.Option(help="Classes shown per image")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Images per batch")] = 64,
+) -> None:
+    """Predict classes for images; unreadable files get an error row and a non-zero exit code."""
+    from imgcls.inference import Classifier, expand_paths
+
+    if output_format not in ("table", "csv", "json"):
+        raise ImgclsError(f"--format {output_format!r}: use table, csv or json")
+    classifier = Classifier.load(run)
+    predictions = classifier.predict(expand_paths(paths), batch_size=batch_size)
+    k = max(1, min(top_k, len(classifier.classes)))
+    if output_format == "json":
+        rows = [
+            {
+                "file": p.source,
+                "label": p.label,
+                "probability": p.probability,
+                "probabilities": p.probabilities,
+                "error": p.error,
+            }
+            for p in predictions
+        ]
+        sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+    elif output_format == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["file", "label", "probability", *classifier.classes, "error"])
+        for p in predictions:
+            writer.writerow(
+                [
+                    p.source,
+                    p.label or "",
+                    _fmt(p.probability),
+                    *(_fmt(p.probabilities.get(c)) for c in classifier.classes),
+                    p.error or "",
+                ]
+            )
+        sys.stdout.write(buffer.getvalue())
+    else:
+        table = Table("file", *(f"top {i + 1}" for i in range(k)), "error")
+        for p in predictions:
+            tops = [f"{label} {prob:.1%}" for label, prob in p.top_k(k)] or [""] * k
+            table.add_row(p.source, *tops, f"[red]{p.error}[/red]" if p.error else "")
+        console.print(table)
+    failed = sum(p.error is not None for p in predictions)
+    if failed:
+        err_console.print(f"[red]{failed} of {len(predictions)} file(s) could not be read[/red]")
+        raise typer.Exit(1)
+
+
+@app.command()
+def recipes() -> None:
+    """List the named recipes with their settings and expected results."""
+    from imgcls.recipes import DEFAULT_RECIPE, list_recipes
+
+    table = Table("recipe", "model", "size", "epochs", "optimiser", "augment", "description / expected")
+    for r in list_recipes():
+        marker = " (default)" if r.name == DEFAULT_RECIPE else ""
+        table.add_row(
+            r.name + marker,
+            r.model,
+            str(r.image_size),
+            str(r.epochs),
+            f"{r.optimizer} {r.lr:g}",
+            "yes" if r.augment.enabled else "no",
+            f"{r.description}\n[dim]{r.expected}[/dim]",
+        )
+    console.print(table)
+
+
+@app.command()
+def models(pattern: Annotated[str, typer.Argument(help="Glob pattern, e.g. 'seed-*'")] = "*") -> None:
+    """List the registered model architectures."""
+    from imgcls.models.registry import get_model_entry, list_models
+
+    table = Table("model", "default size", "description")
+    for name in list_models(pattern):
+        entry = get_model_entry(name)
+        table.add_row(name, str(entry.default_size), entry.description)
+    console.print(table)
+
+
+@app.command()
+def summary(
+    name: Annotated[str, typer.Argument(help="A recipe or model name")],
+    classes: Annotated[int, typer.Option(help="Number of classes")] = 2,
+    image_size: Annotated[int | None, typer.Option(help="Square input size in pixels")] = None,
+) -> None:
+    """A Keras-like table: layer, output shape, parameters."""
+    from imgcls.summary import model_summary
+
+    console.print(model_summary(name, classes, image_size), highlight=False, soft_wrap=True)
+
+
+@data_app.command("check")
+def data_check(
+    data: DataArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout")] = False,
+    val_split: Annotated[float, typer.Option(help="Share held out when DATA has no val/ folder")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of that split")] = 0,
+    data_dir: Annotated[Path | None, typer.Option("--data", help="Local copy of a built-in dataset")] = None,
+) -> None:
+    """Counts, formats, sizes, unreadable files, duplicates, leakage across splits, imbalance."""
+    from imgcls.data.check import check_dataset, print_check
+
+    report = check_dataset(data, val_split=val_split, seed=seed, data_dir=data_dir)
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        print_check(report, console)
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+def _print_run_result(run: Path) -> None:
+    metrics = json.loads((run / "metrics.json").read_text())
+    console.print(
+        f"[bold green]Finished.[/bold green] {metrics['split']} accuracy "
+        f"[bold]{metrics['accuracy']:.2%}[/bold], "
+        f"loss {metrics['loss']:.4f} on {metrics['n_images']} images"
+    )
+    console.print(
+        f"Run folder: [bold]{run}[/bold]  (model.safetensors, history.csv, curves.png, metrics.json)"
+    )
+    console.print(f"Next: imgcls evaluate {run}   |   imgcls predict {run} PHOTO.jpg")
+
+
+def _print_metrics(metrics: dict) -> None:
+    console.print(
+        f"[bold]{metrics['n_images']}[/bold] images ({metrics.get('data', '')}): accuracy "
+        f"[bold]{metrics['accuracy']:.2%}[/bold], loss {metrics['loss']:.4f}"
+        + (f", ROC AUC {metrics['roc_auc']:.4f}" if "roc_auc" in metrics else "")
+    )
+    table = Table("class", "precision", "recall", "F1", "support")
+    for name, row in metrics["per_class"].items():
+        table.add_row(
+            name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"])
+        )
+    console.print(table)
+    matrix = Table("true \\ predicted", *metrics["classes"], title="Confusion matrix")
+    for name, row in zip(metrics["classes"], metrics["confusion_matrix"], strict=True):
+        matrix.add_row(name, *map(str, row))
+    console.print(matrix)
+    for key in ("confusion_png", "roc_png"):
+        if key in metrics:
+            console.print(f"Wrote {metrics[key]}")
+
+
+def _parse_pairs(pairs: list[str]) -> dict:
+    values = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ImgclsError(f"--aug {pair!r}: expected KEY=VALUE, e.g. rotation_range=40")
+        try:
+            values[key.strip()] = json.loads(raw.replace("(", "[").replace(")", "]"))
+        except json.JSONDecodeError:
+            values[key.strip()] = {"true": True, "false": False}.get(raw.lower(), raw)
+    return values
+
+
+def _devices(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
+
+
+def main() -> None:
+    """Entry point: user-facing errors become one red message and exit code 2, never a traceback."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logging.getLogger("imgcls").addHandler(handler)
+    try:
+        app()
+    except ImgclsError as error:
+        err_console.print(f"[bold red]error:[/bold red] {error}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)

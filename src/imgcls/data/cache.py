@@ -1,0 +1,114 @@
+"""Decode each image once: resized uint8 pixels cached on disk and reused by later epochs and runs.
+
+Cache key = absolute path + file size + mtime (ns) + every setting that changes the bytes
+(target size, channels, resize policy, format version). A changed file or setting misses the
+cache, so nothing stale is ever served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imgcls.data.decode import BadImageError, load_image
+from imgcls.data.download import cache_dir
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    size: tuple[int, int]  # (height, width) in pixels
+    channels: int = 3
+    policy: str = "squash"
+
+    def tag(self) -> str:
+        return f"v{CACHE_VERSION}-{self.size[0]}x{self.size[1]}-c{self.channels}-{self.policy}"
+
+
+@dataclass
+class DecodedImages:
+    """A split held in memory: (N, C, H, W) uint8 images, their labels and the files skipped."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    paths: list[Path]
+    skipped: list[BadImageError]
+
+
+def cache_key(path: Path, settings: DecodeSettings) -> str | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    identity = f"{os.fsencode(path.resolve())!r}|{stat.st_size}|{stat.st_mtime_ns}|{settings.tag()}"
+    return hashlib.sha1(identity.encode()).hexdigest()
+
+
+class ImageCache:
+    """Per-image `.npy` files under `root/<settings tag>/`, written atomically."""
+
+    def __init__(self, settings: DecodeSettings, root: Path | None = None, enabled: bool = True):
+        self.settings = settings
+        self.folder = (root or cache_dir() / "images") / settings.tag()
+        self.enabled = enabled
+
+    def load(self, path: Path) -> np.ndarray:
+        key = cache_key(path, self.settings) if self.enabled else None
+        cached = self.folder / key[:2] / f"{key}.npy" if key else None
+        if cached is not None and cached.exists():
+            try:
+                return np.load(cached, allow_pickle=False)
+            except (OSError, ValueError):
+                pass  # a damaged cache entry is rebuilt below
+        array = load_image(path, self.settings.size, self.settings.channels, self.settings.policy)
+        if cached is not None:
+            self._store(cached, array)
+        return array
+
+    def _store(self, target: Path, array: np.ndarray) -> None:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".tmp", delete=False) as handle:
+                np.save(handle, array, allow_pickle=False)
+            os.replace(handle.name, target)
+        except OSError:
+            pass  # a read-only or full cache only costs speed
+
+
+def decode_all(
+    paths: list[Path],
+    labels: list[int],
+    settings: DecodeSettings,
+    cache: ImageCache | None = None,
+    workers: int | None = None,
+) -> DecodedImages:
+    """Decode (or fetch from cache) every image in parallel threads; bad files are skipped, not fatal."""
+    cache = cache or ImageCache(settings)
+
+    def load(path: Path) -> np.ndarray | BadImageError:
+        try:
+            return cache.load(path)
+        except BadImageError as error:
+            return error
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        results = list(pool.map(load, paths))
+    height, width = settings.size
+    good = [i for i, r in enumerate(results) if isinstance(r, np.ndarray)]
+    stacked = np.empty((len(good), height, width, settings.channels), dtype=np.uint8)
+    for row, index in enumerate(good):
+        stacked[row] = results[index]
+    return DecodedImages(
+        images=torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous(),
+        labels=torch.tensor([labels[i] for i in good], dtype=torch.long),
+        paths=[paths[i] for i in good],
+        skipped=[r for r in results if isinstance(r, BadImageError)],
+    )

@@ -1,0 +1,185 @@
+"""Find classes, splits and image files in DATA, before any pixel is decoded.
+
+Accepted layouts (the same as Keras, Ultralytics and torchvision's ImageFolder):
+- `DATA/<class>/...`: one pool, split into train/val by a seeded, stratified `val_split`;
+- `DATA/train/<class>/...` with `DATA/val/` or `DATA/validation/` and optional `DATA/test/`;
+- a built-in dataset name such as `cats-vs-dogs`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from imgcls.data.decode import display_path, is_image_file
+from imgcls.errors import DataError
+
+SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+@dataclass
+class Dataset:
+    """Where every image is and which split it belongs to; `source` says how splits were made."""
+
+    root: Path
+    classes: list[str]
+    splits: dict[str, list[Sample]]
+    source: str = "folders"
+    notes: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {
+            split: {self.classes[k]: v for k, v in sorted(Counter(s.label for s in samples).items())}
+            for split, samples in self.splits.items()
+        }
+
+    def split_manifest(self) -> dict:
+        """The split as relative paths, saved in the run so evaluation reuses exactly it."""
+        return {
+            "root": str(self.root),
+            "classes": self.classes,
+            "source": self.source,
+            "splits": {
+                name: [[_relative(s.path, self.root), s.label] for s in samples]
+                for name, samples in self.splits.items()
+            },
+        }
+
+
+def discover(
+    data: str | Path,
+    val_split: float = 0.2,
+    seed: int = 0,
+    data_dir: Path | None = None,
+    progress: bool = True,
+) -> Dataset:
+    """Resolve DATA (folder or built-in name) into classes and train/val[/test] samples."""
+    from imgcls.data.builtin import is_builtin, resolve_builtin
+
+    if isinstance(data, str) and is_builtin(data):
+        root = resolve_builtin(data, data_dir, progress=progress)
+    else:
+        root = Path(data).expanduser()
+    if not root.exists():
+        raise DataError(f"{display_path(root)}: no such folder (nor a built-in dataset name)")
+    if not root.is_dir():
+        raise DataError(f"{display_path(root)}: expected a folder of class subfolders, got a file")
+    split_dirs = find_split_dirs(root)
+    if "train" in split_dirs:
+        classes = class_names(split_dirs["train"])
+        splits = {name: list_samples(folder, classes) for name, folder in split_dirs.items()}
+        if "val" not in splits:
+            splits["train"], splits["val"] = stratified_split(splits["train"], val_split, seed)
+            return Dataset(root, classes, splits, f"val_split={val_split},seed={seed}")
+        return Dataset(root, classes, splits, "folders")
+    classes = class_names(root)
+    pool = list_samples(root, classes)
+    train, val = stratified_split(pool, val_split, seed)
+    return Dataset(root, classes, {"train": train, "val": val}, f"val_split={val_split},seed={seed}")
+
+
+def from_manifest(manifest: dict) -> Dataset:
+    """Rebuild the exact split a run was trained on (see `Dataset.split_manifest`)."""
+    root = Path(manifest["root"])
+    splits = {
+        name: [Sample(root / rel, label) for rel, label in items]
+        for name, items in manifest["splits"].items()
+    }
+    return Dataset(root, list(manifest["classes"]), splits, manifest.get("source", "folders"))
+
+
+def load_manifest(path: Path) -> Dataset:
+    return from_manifest(json.loads(path.read_text()))
+
+
+def find_split_dirs(root: Path) -> dict[str, Path]:
+    found = {}
+    for split, names in SPLIT_FOLDERS.items():
+        for name in names:
+            if (root / name).is_dir():
+                found[split] = root / name
+                break
+    if found and "train" not in found:
+        raise DataError(
+            f"{display_path(root)}: has {', '.join(p.name for p in found.values())}/ but no train/ folder"
+        )
+    return found
+
+
+def class_names(folder: Path) -> list[str]:
+    """Class subfolders of `folder`, checked: at least two, none empty."""
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subdirs:
+        loose = [p for p in folder.iterdir() if p.is_file() and is_image_file(p)]
+        hint = f" ({len(loose)} images lie directly in it)" if loose else ""
+        raise DataError(
+            f"{display_path(folder)}: no class subfolders{hint}. Put each class's images in its own "
+            f"subfolder, e.g. {display_path(folder / 'cats')}/ and {display_path(folder / 'dogs')}/."
+        )
+    empty = [p for p in subdirs if not any(is_image_file(f) for f in _walk_files(p))]
+    if empty:
+        names = ", ".join(display_path(p) for p in empty)
+        raise DataError(f"class folder(s) with no images: {names}. Add images or remove the folder.")
+    if len(subdirs) < 2:
+        raise DataError(
+            f"{display_path(folder)}: only one class ({subdirs[0].name}); a classifier needs at least two."
+        )
+    return [p.name for p in subdirs]
+
+
+def list_samples(folder: Path, classes: list[str]) -> list[Sample]:
+    present = {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    unknown = sorted(present - set(classes))
+    if unknown:
+        raise DataError(
+            f"{display_path(folder)}: class folder(s) {unknown} are not in the training classes {classes}"
+        )
+    samples = []
+    for label, name in enumerate(classes):
+        files = sorted(_walk_files(folder / name)) if name in present else []
+        samples += [Sample(f, label) for f in files if is_image_file(f)]
+    if not samples:
+        raise DataError(f"{display_path(folder)}: no images found")
+    return samples
+
+
+def stratified_split(samples: list[Sample], val_split: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Seeded per-class split: every class keeps the same share in train and val."""
+    if not 0 < val_split < 1:
+        raise DataError(f"--val-split must be between 0 and 1, got {val_split}")
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in sorted({s.label for s in samples}):
+        members = [s for s in samples if s.label == label]
+        order = rng.permutation(len(members))
+        n_val = int(round(len(members) * val_split))
+        n_val = min(max(n_val, 1), len(members) - 1) if len(members) > 1 else 0
+        val += [members[i] for i in sorted(order[:n_val])]
+        train += [members[i] for i in sorted(order[n_val:])]
+    return train, val
+
+
+def _walk_files(folder: Path) -> list[Path]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        files += [Path(dirpath) / f for f in filenames]
+    return files
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return os.fsdecode(path.relative_to(root))
+    except ValueError:
+        return os.fsdecode(path)

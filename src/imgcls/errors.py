@@ -1,0 +1,9 @@
+"""User-facing errors: the CLI prints their message (no traceback) and exits non-zero."""
+
+
+class ImgclsError(Exception):
+    """A problem the user can fix (bad data, missing file, offline); the message says how."""
+
+
+class DataError(ImgclsError):
+    """The data given cannot be used: names the file or folder and the problem."""

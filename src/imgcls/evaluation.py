@@ -1,0 +1,134 @@
+"""Metrics from predicted probabilities: accuracy, loss, per-class P/R/F1, confusion, ROC AUC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchmetrics.functional.classification import binary_auroc
+
+from imgcls.data.decode import display_path
+from imgcls.errors import DataError
+from imgcls.models.classifier import ImageClassifier, probabilities
+
+
+@torch.inference_mode()
+def predict_probabilities(
+    model: ImageClassifier, output: str, images: torch.Tensor, batch_size: int = 128
+) -> np.ndarray:
+    """(N, n_classes) probabilities for (N, C, H, W) uint8 images."""
+    model.eval()
+    chunks = [
+        probabilities(model(images[i : i + batch_size].contiguous(memory_format=torch.channels_last)), output)
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), dtype=np.float32)
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """Rows are true classes, columns predicted classes."""
+    return np.bincount(labels * n_classes + predicted, minlength=n_classes * n_classes).reshape(n_classes, -1)
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
+    labels = np.asarray(labels, dtype=np.int64)
+    predicted = probs.argmax(axis=1)
+    matrix = confusion_matrix(labels, predicted, len(classes))
+    true_positive = np.diag(matrix).astype(float)
+    precision = np.divide(true_positive, matrix.sum(0), out=np.zeros(len(classes)), where=matrix.sum(0) > 0)
+    recall = np.divide(true_positive, matrix.sum(1), out=np.zeros(len(classes)), where=matrix.sum(1) > 0)
+    f1 = np.divide(
+        2 * precision * recall, precision + recall, out=np.zeros(len(classes)), where=precision + recall > 0
+    )
+    picked = probs[np.arange(len(labels)), labels]
+    metrics = {
+        "accuracy": float((predicted == labels).mean()),
+        "loss": float(-np.log(np.clip(picked, 1e-7, 1)).mean()),
+        "n_images": int(len(labels)),
+        "per_class": {
+            name: {
+                "precision": float(precision[k]),
+                "recall": float(recall[k]),
+                "f1": float(f1[k]),
+                "support": int(matrix[k].sum()),
+            }
+            for k, name in enumerate(classes)
+        },
+        "macro_f1": float(f1.mean()),
+        "classes": list(classes),
+        "confusion_matrix": matrix.tolist(),
+    }
+    if len(classes) == 2 and len(set(labels.tolist())) == 2:
+        metrics["roc_auc"] = float(binary_auroc(torch.from_numpy(probs[:, 1]), torch.from_numpy(labels)))
+    return metrics
+
+
+def roc_curve_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates at every threshold, for the ROC plot."""
+    order = np.argsort(-scores, kind="stable")
+    hits = labels[order] == 1
+    tpr = np.concatenate([[0], np.cumsum(hits) / max(hits.sum(), 1)])
+    fpr = np.concatenate([[0], np.cumsum(~hits) / max((~hits).sum(), 1)])
+    return fpr, tpr
+
+
+def evaluate_run(run: Path | str, data: str | Path | None = None, write_plots: bool = True) -> dict:
+    """Metrics of a run's model on its own held-out split (test, else val) or on other DATA."""
+    from imgcls.data.cache import DecodeSettings, decode_all
+    from imgcls.data.discover import Dataset, load_manifest
+    from imgcls.models.classifier import load_model
+    from imgcls.runs import resolve_run
+    from imgcls.visual.plots import plot_confusion, plot_roc
+
+    run = resolve_run(run)
+    model, spec = load_model(run)
+    if data is None:
+        dataset: Dataset = load_manifest(run / "split.json")
+        split = "test" if "test" in dataset.splits else "val"
+        samples = dataset.splits[split]
+        described = f"{split} split of the run"
+    else:
+        dataset, samples, described = _samples_for(data, spec.classes)
+    settings = DecodeSettings((spec.image_size, spec.image_size), spec.channels, spec.resize)
+    decoded = decode_all([s.path for s in samples], [s.label for s in samples], settings)
+    if len(decoded.labels) == 0:
+        raise DataError(f"{described}: no readable images to evaluate")
+    probs = predict_probabilities(model, spec.output, decoded.images)
+    labels = decoded.labels.numpy()
+    metrics = {"data": described, **classification_metrics(probs, labels, spec.classes)}
+    metrics["skipped"] = [{"path": display_path(e.path), "reason": e.reason} for e in decoded.skipped]
+    if write_plots:
+        metrics["confusion_png"] = str(
+            plot_confusion(
+                metrics["confusion_matrix"],
+                spec.classes,
+                run / "evaluation_confusion_matrix.png",
+                title=f"Confusion matrix: {described} (accuracy {metrics['accuracy']:.1%})",
+            )
+        )
+        if "roc_auc" in metrics:
+            fpr, tpr = roc_curve_points(probs[:, 1], labels)
+            metrics["roc_png"] = str(plot_roc(fpr, tpr, metrics["roc_auc"], spec.classes[1], run / "roc.png"))
+    return metrics
+
+
+def _samples_for(data: str | Path, classes: list[str]):
+    """Samples of other DATA with labels in the run's class order (matched by folder name)."""
+    from imgcls.data.discover import Sample, discover
+
+    dataset = discover(data, val_split=0.2, seed=0)
+    split = "test" if "test" in dataset.splits else "val"
+    if dataset.source != "folders":  # a plain folder of class subfolders: evaluate all of it
+        split = "all"
+        pool = dataset.splits["train"] + dataset.splits["val"]
+    else:
+        pool = dataset.splits[split]
+    unknown = sorted(set(dataset.classes) - set(classes))
+    if unknown:
+        raise DataError(
+            f"{display_path(dataset.root)}: class(es) {unknown} are not known to the model {classes}"
+        )
+    remap = {k: classes.index(name) for k, name in enumerate(dataset.classes)}
+    samples = sorted((Sample(s.path, remap[s.label]) for s in pool), key=lambda s: str(s.path))
+    return dataset, samples, f"{split} images of {display_path(dataset.root)}"

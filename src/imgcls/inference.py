@@ -1,0 +1,118 @@
+"""`Classifier`: a trained model loaded from its run folder, predicting on files, PIL images or arrays."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from imgcls.data.decode import BadImageError, display_path, is_image_file, load_image
+from imgcls.errors import ImgclsError
+from imgcls.evaluation import predict_probabilities
+from imgcls.models.classifier import ModelSpec, load_model
+from imgcls.runs import resolve_run
+
+ImageInput = str | Path | Image.Image | np.ndarray
+
+
+@dataclass
+class Prediction:
+    source: str
+    label: str | None = None
+    probability: float | None = None
+    probabilities: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def top_k(self, k: int) -> list[tuple[str, float]]:
+        return sorted(self.probabilities.items(), key=lambda item: -item[1])[:k]
+
+
+class Classifier:
+    """Everything that predicts goes through here, so preprocessing matches training exactly."""
+
+    def __init__(self, model: torch.nn.Module, spec: ModelSpec):
+        self.model = model.eval().to(memory_format=torch.channels_last)
+        self.spec = spec
+
+    @classmethod
+    def load(cls, run: Path | str) -> Classifier:
+        return cls(*load_model(resolve_run(run)))
+
+    @property
+    def classes(self) -> list[str]:
+        return self.spec.classes
+
+    def pixels(self, item: ImageInput) -> np.ndarray:
+        """(H, W, C) uint8 at the model's size, decoded and resized exactly as in training."""
+        size = (self.spec.image_size, self.spec.image_size)
+        if isinstance(item, np.ndarray):
+            item = Image.fromarray(item if item.dtype == np.uint8 else np.clip(item, 0, 255).astype(np.uint8))
+        return load_image(item, size, self.spec.channels, self.spec.resize)
+
+    def predict(self, items: ImageInput | Sequence[ImageInput], batch_size: int = 64) -> list[Prediction]:
+        """One `Prediction` per input; unreadable files get `error` set instead of raising."""
+        items = [items] if isinstance(items, (str, Path, Image.Image, np.ndarray)) else list(items)
+        predictions: list[Prediction] = []
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            for start in range(0, len(items), batch_size):
+                chunk = items[start : start + batch_size]
+                predictions += self._predict_chunk(chunk, list(pool.map(self._safe_pixels, chunk)))
+        return predictions
+
+    def _safe_pixels(self, item: ImageInput) -> np.ndarray | BadImageError:
+        try:
+            return self.pixels(item)
+        except BadImageError as error:
+            return error
+
+    def _predict_chunk(self, items: list[ImageInput], decoded: list) -> list[Prediction]:
+        good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
+        results = [Prediction(source=_describe(item)) for item in items]
+        if good:
+            batch = torch.from_numpy(np.stack([decoded[i] for i in good])).permute(0, 3, 1, 2)
+            probs = predict_probabilities(self.model, self.spec.output, batch)
+            for row, index in enumerate(good):
+                best = int(probs[row].argmax())
+                results[index].label = self.classes[best]
+                results[index].probability = float(probs[row, best])
+                results[index].probabilities = {
+                    c: float(p) for c, p in zip(self.classes, probs[row], strict=True)
+                }
+        for index, item in enumerate(decoded):
+            if isinstance(item, BadImageError):
+                results[index].error = item.reason
+        return results
+
+
+def expand_paths(patterns: Iterable[str | Path]) -> list[Path]:
+    """Files, folders (recursively, images only) and glob patterns, in a stable order."""
+    found: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+        elif path.exists():
+            found.append(path)
+        elif glob.has_magic(str(pattern)):
+            matches = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True))
+            if not matches:
+                raise ImgclsError(f"{pattern}: no file matches this pattern")
+            found += [p for p in matches if p.is_file()]
+        else:
+            found.append(path)  # reported as an error row: file not found
+    return found
+
+
+def _describe(item: ImageInput) -> str:
+    if isinstance(item, (str, Path)):
+        return display_path(item)
+    if isinstance(item, np.ndarray):
+        return f"<array {'x'.join(map(str, item.shape))}>"
+    return f"<PIL image {item.width}x{item.height}>"

@@ -1,0 +1,115 @@
+"""The model file contract: `model.safetensors` (weights) + `model.json` (everything else).
+
+`ImageClassifier` wraps a registry network with its preprocessing, so every consumer
+(PyTorch, ONNX Runtime, the server) feeds the same thing: resized pixels in [0, 255], NCHW.
+No pickle anywhere: the JSON names the architecture and its arguments, safetensors holds tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from imgcls.errors import ImgclsError
+from imgcls.models.registry import create_model
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+SPEC_FILE = "model.json"
+
+
+@dataclass
+class ModelSpec:
+    architecture: str  # registry name
+    classes: list[str]
+    image_size: int  # pixels, square
+    channels: int = 3
+    arch_args: dict[str, Any] = field(default_factory=dict)
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)  # on [0, 1] pixels
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    resize: str = "squash"
+    output: str = "softmax"  # softmax: one logit per class | sigmoid: one logit for classes[1]
+    metrics: dict[str, float] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.output == "sigmoid" else len(self.classes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def channel_stats(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
+    """RGB statistics reduced to one value for grayscale inputs."""
+    if len(values) == channels:
+        return tuple(values)
+    return (sum(values) / len(values),) * channels
+
+
+class ImageClassifier(nn.Module):
+    """Preprocessing + network: (B, C, H, W) pixels in [0, 255] (uint8 or float) -> logits."""
+
+    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.net((pixels.float() - self.mean) / self.std)
+
+
+def build_classifier(spec: ModelSpec) -> ImageClassifier:
+    net = create_model(spec.architecture, spec.num_outputs, spec.channels, **spec.arch_args)
+    return ImageClassifier(
+        net, channel_stats(spec.mean, spec.channels), channel_stats(spec.std, spec.channels)
+    )
+
+
+def probabilities(logits: torch.Tensor, output: str) -> torch.Tensor:
+    """(B, n_classes) probabilities from either output kind."""
+    if output == "sigmoid":
+        positive = torch.sigmoid(logits[:, 0].float())
+        return torch.stack([1 - positive, positive], dim=1)
+    return torch.softmax(logits.float(), dim=1)
+
+
+def save_model(folder: Path, model: ImageClassifier, spec: ModelSpec) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(
+        state, str(folder / WEIGHTS_FILE), metadata={"format": "imgcls", "version": str(FORMAT_VERSION)}
+    )
+    (folder / SPEC_FILE).write_text(spec.to_json())
+
+
+def load_model(folder: Path) -> tuple[ImageClassifier, ModelSpec]:
+    """Rebuild the network from `model.json` and fill it from `model.safetensors` (strict)."""
+    spec_path, weights_path = folder / SPEC_FILE, folder / WEIGHTS_FILE
+    for path in (spec_path, weights_path):
+        if not path.is_file():
+            raise ImgclsError(f"{path}: missing; is {folder} a run folder of a finished training?")
+    try:
+        spec = ModelSpec.from_dict(json.loads(spec_path.read_text()))
+    except (ValueError, TypeError) as error:
+        raise ImgclsError(f"{spec_path}: not a valid model description ({error})") from None
+    if spec.format_version > FORMAT_VERSION:
+        raise ImgclsError(
+            f"{spec_path}: made by a newer imgcls (format {spec.format_version}); upgrade imgcls"
+        )
+    model = build_classifier(spec)
+    model.load_state_dict(load_file(str(weights_path)), strict=True)
+    return model.eval(), spec

@@ -1,0 +1,77 @@
+"""Callbacks that turn Lightning's epoch metrics into the run folder's `history.csv`."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import lightning as L
+
+HISTORY_COLUMNS = (
+    "epoch",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "seconds",
+    "train_images_per_s",
+)
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [
+            {k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)
+        ]
+
+
+class HistoryWriter(L.Callback):
+    """One row per finished epoch (rank 0 only); on resume, rows past the checkpoint are dropped."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._epoch_started = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        kept = [row for row in read_history(self.path) if row["epoch"] < trainer.current_epoch]
+        with self.path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, HISTORY_COLUMNS)
+            writer.writeheader()
+            writer.writerows({k: _format(row.get(k)) for k in HISTORY_COLUMNS} for row in kept)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        seconds = time.perf_counter() - self._epoch_started
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in HISTORY_COLUMNS}
+        images = trainer.num_training_batches * trainer.train_dataloader.batch_size * trainer.world_size
+        row = {
+            "epoch": trainer.current_epoch,
+            **metrics,
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+            "seconds": seconds,
+            "train_images_per_s": min(images, _dataset_size(trainer)) / seconds,
+        }
+        with self.path.open("a", newline="") as handle:
+            csv.DictWriter(handle, HISTORY_COLUMNS).writerow(
+                {k: _format(row.get(k)) for k in HISTORY_COLUMNS}
+            )
+
+
+def _dataset_size(trainer: L.Trainer) -> int:
+    return len(trainer.train_dataloader.dataset)
+
+
+def _format(value: float | None) -> str:
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e9 else f"{value:.6g}"

@@ -1,0 +1,234 @@
+"""From DATA and a recipe to a finished run folder: decode once, fit with Lightning, save, evaluate."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, OnExceptionCheckpoint
+
+from imgcls import runs
+from imgcls.augment import build_transform
+from imgcls.data.cache import DecodedImages, DecodeSettings, decode_all
+from imgcls.data.decode import display_path
+from imgcls.data.discover import Dataset, discover, load_manifest
+from imgcls.data.loaders import make_loader
+from imgcls.errors import DataError, ImgclsError
+from imgcls.evaluation import classification_metrics, predict_probabilities
+from imgcls.models.classifier import ModelSpec, save_model
+from imgcls.models.registry import accepts
+from imgcls.recipes import Recipe
+from imgcls.training.callbacks import HistoryWriter, read_history
+from imgcls.training.module import ClassifierModule
+from imgcls.visual.plots import plot_confusion, plot_curves
+
+log = logging.getLogger("imgcls")
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no GPU/TPU banners or tips
+# OnExceptionCheckpoint makes Lightning treat ckpt_path=None as "last" and warn about it on every new run
+warnings.filterwarnings("ignore", message=r".*ckpt_path.*", module="lightning")
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+
+
+@dataclass
+class TrainOptions:
+    """Settings of one training run that are not part of the recipe."""
+
+    out: Path = Path("runs")
+    name: str | None = None
+    seed: int = 0
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    accelerator: str = "auto"
+    class_weights: str | None = None  # "auto": inverse class frequency
+    data_dir: Path | None = None  # where to look for a built-in dataset
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def train(data: str | Path, recipe: Recipe, options: TrainOptions | None = None) -> Path:
+    """Train `recipe` on DATA; returns the run folder (config, model, history, metrics, plots)."""
+    options = options or TrainOptions()
+    dataset = discover(data, recipe.val_split, options.seed, options.data_dir, progress=options.progress)
+    run = runs.create_run_dir(Path(options.out), options.name or recipe.name)
+    if _is_rank_zero():
+        runs.write_config(run, _config(data, dataset, recipe, options))
+        runs.write_json(run / "split.json", dataset.split_manifest())
+        runs.write_json(run / "classes.json", dataset.classes)
+    return _fit(run, dataset, recipe, options, ckpt_path=None)
+
+
+def resume(run: Path | str, progress: bool = True) -> Path:
+    """Continue an interrupted run from its newest checkpoint, in the same folder, same split."""
+    run = runs.resolve_run(run)
+    config = runs.read_config(run)
+    checkpoint = newest_checkpoint(run)
+    if checkpoint is None:
+        raise ImgclsError(f"{run}: no checkpoint to resume from (checkpoints/last.ckpt is missing)")
+    os.environ[runs.RUN_DIR_ENV] = str(run)
+    options = TrainOptions(**{**config["options"], "out": run.parent, "name": run.name, "progress": progress})
+    dataset = load_manifest(run / "split.json")
+    return _fit(run, dataset, Recipe.from_dict(config["recipe"]), options, ckpt_path=checkpoint)
+
+
+def newest_checkpoint(run: Path) -> Path | None:
+    candidates = [
+        p for p in (run / "checkpoints").glob("*.ckpt") if p.name in ("last.ckpt", "interrupted.ckpt")
+    ]
+    return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
+
+
+def _fit(run: Path, dataset: Dataset, recipe: Recipe, options: TrainOptions, ckpt_path: Path | None) -> Path:
+    L.seed_everything(options.seed, workers=True, verbose=False)
+    decoded = decode_splits(dataset, recipe, run if _is_rank_zero() else None)
+    spec = model_spec(recipe, dataset.classes)
+    train_loader = make_loader(
+        decoded["train"],
+        recipe.batch_size,
+        shuffle=True,
+        seed=options.seed,
+        transform=build_transform(recipe.augment, (recipe.image_size, recipe.image_size)),
+    )
+    val_loader = make_loader(decoded["val"], recipe.batch_size * 2, shuffle=False)
+    module = ClassifierModule(
+        spec=dataclasses.asdict(spec),
+        recipe=recipe.as_dict(),
+        steps_per_epoch=len(train_loader),
+        class_weights=class_weights(decoded["train"], len(dataset.classes))
+        if options.class_weights
+        else None,
+    )
+    checkpoints = run / "checkpoints"
+    callbacks: list[L.Callback] = [
+        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_loss", mode="min", save_last=True),
+        OnExceptionCheckpoint(dirpath=checkpoints, filename="interrupted"),
+        HistoryWriter(run / "history.csv"),
+    ]
+    if recipe.early_stopping:
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=recipe.early_stopping))
+    if options.progress:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar(leave=True))
+    trainer = L.Trainer(
+        max_epochs=recipe.epochs,
+        accelerator=options.accelerator,
+        devices=options.devices,
+        num_nodes=options.num_nodes,
+        strategy=options.strategy,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=options.progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=False,
+        default_root_dir=run,
+    )
+    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
+    if trainer.interrupted:
+        raise ImgclsError(f"training interrupted; continue it with: imgcls train --resume {run}")
+    if trainer.is_global_zero:
+        finish_run(run, module, spec, decoded, checkpoints / "best.ckpt")
+    return run
+
+
+def decode_splits(dataset: Dataset, recipe: Recipe, run: Path | None) -> dict[str, DecodedImages]:
+    """Decode every split once (cache-backed); report skipped files once, with their count."""
+    settings = DecodeSettings((recipe.image_size, recipe.image_size), recipe.channels, recipe.resize)
+    decoded = {
+        name: decode_all([s.path for s in samples], [s.label for s in samples], settings)
+        for name, samples in dataset.splits.items()
+    }
+    skipped = [error for split in decoded.values() for error in split.skipped]
+    if run is not None:
+        runs.write_skipped(run, skipped)
+    if skipped:
+        where = f" (listed in {run / 'skipped_files.txt'})" if run is not None else ""
+        log.warning("skipped %d unreadable image file(s)%s, e.g. %s", len(skipped), where, skipped[0])
+    for name, split in decoded.items():
+        if len(split.labels) == 0:
+            raise DataError(f"{display_path(dataset.root)}: no readable images in the {name} split")
+    present = set(decoded["train"].labels.tolist())
+    missing = [c for k, c in enumerate(dataset.classes) if k not in present]
+    if missing:
+        raise DataError(f"{display_path(dataset.root)}: no readable training images for class(es) {missing}")
+    return decoded
+
+
+def model_spec(recipe: Recipe, classes: list[str]) -> ModelSpec:
+    binary = len(classes) == 2 and recipe.head in ("auto", "binary")
+    args = dict(recipe.model_args)
+    if accepts(recipe.model, "image_size"):
+        args.setdefault("image_size", recipe.image_size)
+    return ModelSpec(
+        architecture=recipe.model,
+        classes=list(classes),
+        image_size=recipe.image_size,
+        channels=recipe.channels,
+        arch_args=args,
+        mean=recipe.mean,
+        std=recipe.std,
+        resize=recipe.resize,
+        output="sigmoid" if binary else "softmax",
+    )
+
+
+def class_weights(train: DecodedImages, n_classes: int) -> list[float]:
+    """Inverse frequency, normalised so a balanced dataset gets weight 1 everywhere."""
+    counts = Counter(train.labels.tolist())
+    total = sum(counts.values())
+    return [total / (n_classes * max(counts.get(k, 0), 1)) for k in range(n_classes)]
+
+
+def finish_run(
+    run: Path, module: ClassifierModule, spec: ModelSpec, decoded: dict[str, DecodedImages], best: Path
+) -> None:
+    """Best weights to safetensors, evaluation on test (else val), curves and confusion plots."""
+    if best.is_file():
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    model = module.model.cpu().eval()
+    split = "test" if "test" in decoded else "val"
+    probs = predict_probabilities(model, spec.output, decoded[split].images)
+    metrics = {"split": split, **classification_metrics(probs, decoded[split].labels.numpy(), spec.classes)}
+    spec.metrics = {"accuracy": metrics["accuracy"], "loss": metrics["loss"], "split": split}
+    save_model(run, model, spec)
+    runs.write_json(run / "metrics.json", metrics)
+    history = read_history(run / "history.csv")
+    if history:
+        plot_curves(history, run / "curves.png", title=f"{run.name}: {spec.architecture}")
+    plot_confusion(
+        metrics["confusion_matrix"],
+        spec.classes,
+        run / "confusion_matrix.png",
+        title=f"Confusion matrix ({split}, accuracy {metrics['accuracy']:.1%})",
+    )
+
+
+def _config(data: str | Path, dataset: Dataset, recipe: Recipe, options: TrainOptions) -> dict[str, Any]:
+    option_values = {k: v for k, v in vars(options).items() if k not in ("out", "name", "progress")}
+    return {
+        "data": {
+            "argument": str(data),
+            "root": dataset.root,
+            "split": dataset.source,
+            "counts": dataset.counts(),
+            "classes": dataset.classes,
+        },
+        "recipe": recipe.as_dict(),
+        "options": option_values,
+        "torch": str(torch.__version__),
+        "lightning": str(L.__version__),
+    }
+
+
+def _is_rank_zero() -> bool:
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"

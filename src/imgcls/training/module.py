@@ -1,0 +1,115 @@
+"""The LightningModule: loss, accuracy, optimiser and schedule for any registry network."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from imgcls.models.classifier import ModelSpec, build_classifier
+
+
+class ClassifierModule(L.LightningModule):
+    """Trains an `ImageClassifier`; `spec` and `recipe` are plain dicts so checkpoints load
+    with `weights_only=True`."""
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        recipe: dict[str, Any],
+        steps_per_epoch: int,
+        class_weights: list[float] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.spec = ModelSpec.from_dict(spec)
+        self.recipe = recipe
+        self.model = build_classifier(self.spec).to(memory_format=torch.channels_last)
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.register_buffer("class_weights", weights, persistent=False)
+        self._step_started = time.perf_counter()
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model(pixels.contiguous(memory_format=torch.channels_last))
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        smoothing = self.recipe["label_smoothing"]
+        if self.spec.output == "sigmoid":
+            target = labels.float() * (1 - smoothing) + 0.5 * smoothing
+            per_image = F.binary_cross_entropy_with_logits(logits[:, 0], target, reduction="none")
+            if self.class_weights is not None:
+                per_image = per_image * self.class_weights[labels]
+            return per_image.mean()
+        return F.cross_entropy(logits, labels, weight=self.class_weights, label_smoothing=smoothing)
+
+    def predicted(self, logits: torch.Tensor) -> torch.Tensor:
+        return (logits[:, 0] > 0).long() if self.spec.output == "sigmoid" else logits.argmax(1)
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str) -> torch.Tensor:
+        pixels, labels = batch
+        logits = self(pixels)
+        loss = self.loss(logits, labels)
+        accuracy = (self.predicted(logits) == labels).float().mean()
+        size = len(labels)
+        self.log(
+            f"{prefix}loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=size,
+            sync_dist=True,
+        )
+        self.log(
+            f"{prefix}accuracy",
+            accuracy,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=size,
+            sync_dist=True,
+        )
+        return loss
+
+    def training_step(self, batch, batch_index: int) -> torch.Tensor:
+        loss = self._shared_step(batch, "")
+        now = time.perf_counter()
+        if batch_index > 0:
+            self.log("img/s", len(batch[1]) / (now - self._step_started), prog_bar=True, on_step=True)
+        self._step_started = now
+        return loss
+
+    def validation_step(self, batch, batch_index: int) -> None:
+        self._shared_step(batch, "val_")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        recipe = self.recipe
+        params = [p for p in self.parameters() if p.requires_grad]
+        name, lr, decay = recipe["optimizer"], recipe["lr"], recipe["weight_decay"]
+        if name == "adam":
+            optimizer = torch.optim.Adam(params, lr=lr, weight_decay=decay)
+        elif name == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=decay)
+        elif name == "sgd":
+            optimizer = torch.optim.SGD(
+                params, lr=lr, momentum=recipe["momentum"], nesterov=True, weight_decay=decay
+            )
+        elif name == "rmsprop":
+            optimizer = torch.optim.RMSprop(params, lr=lr, momentum=recipe["momentum"], weight_decay=decay)
+        else:
+            raise ValueError(f"unknown optimizer {name!r}: use adam, adamw, sgd or rmsprop")
+        total_steps = max(1, recipe["epochs"] * self.hparams.steps_per_epoch)
+        if recipe["schedule"] == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=lr, total_steps=total_steps, pct_start=recipe["warmup_fraction"]
+            )
+        elif recipe["schedule"] == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        elif recipe["schedule"] == "constant":
+            return {"optimizer": optimizer}
+        else:
+            raise ValueError(f"unknown schedule {recipe['schedule']!r}: use constant, onecycle or cosine")
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

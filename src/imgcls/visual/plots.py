@@ -1,0 +1,77 @@
+"""Figures of a run: training curves (like the seeds' plots), confusion matrix, ROC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
+    """Accuracy and loss, training vs validation, side by side (seeds 003/004)."""
+    epochs = [int(row["epoch"]) + 1 for row in history]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axis, metric, label in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss")):
+        for key, name in ((metric, "Training"), (f"val_{metric}", "Validation")):
+            values = [row.get(key, np.nan) for row in history]
+            axis.plot(epochs, values, marker="o", markersize=3, label=f"{name} {label.lower()}")
+        axis.set_title(f"Training and validation {label.lower()}")
+        axis.set_xlabel("Epoch")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.legend(loc="lower right" if metric == "accuracy" else "upper right")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_confusion(
+    matrix: list[list[int]], classes: list[str], path: Path, title: str = "Confusion matrix"
+) -> Path:
+    counts = np.asarray(matrix)
+    side = max(4.5, 0.55 * len(classes) + 2.5)
+    figure, axis = plt.subplots(figsize=(side + 1, side))
+    image = axis.imshow(counts, cmap="Blues")
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="Images")
+    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    axis.set_yticks(range(len(classes)), classes)
+    axis.set_xlabel("Predicted class")
+    axis.set_ylabel("True class")
+    axis.set_title(title)
+    threshold = counts.max() / 2 if counts.size else 0
+    for (row, column), value in np.ndenumerate(counts):
+        axis.text(
+            column,
+            row,
+            str(value),
+            ha="center",
+            va="center",
+            color="white" if value > threshold else "black",
+            fontsize=9,
+        )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_roc(fpr: np.ndarray, tpr: np.ndarray, auc: float, positive: str, path: Path) -> Path:
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.plot(fpr, tpr, label=f"ROC (AUC = {auc:.3f})")
+    axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="Chance")
+    axis.set_xlabel("False positive rate")
+    axis.set_ylabel(f"True positive rate ({positive})")
+    axis.set_title("ROC curve")
+    axis.legend(loc="lower right")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
