@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -86,3 +87,110 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "imgcls-cache"
     monkeypatch.setenv("IMGCLS_CACHE", str(folder))
     return folder
+
+
+# --------------------------------------------------------------------------- real photos (../shared/data)
+
+RUN_DIR_ENV = "IMGCLS_RUN_DIR"  # imgcls.runs.RUN_DIR_ENV, repeated so conftest stays import-light
+
+
+def shared_data_root() -> Path:
+    """$IMGCLS_SHARED_DATA, else `<repo>/../shared/data`."""
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return Path(os.environ.get("IMGCLS_SHARED_DATA") or default)
+
+
+def _shared_folder(name: str) -> Path:
+    folder = shared_data_root() / name
+    if not folder.is_dir():
+        pytest.skip(f"shared photos not found: {folder} (set IMGCLS_SHARED_DATA)")
+    return folder
+
+
+def link_photos(source: Path, dest: Path, count: int, offset: int = 0) -> list[Path]:
+    """Symlink the first `count` (after `offset`) sorted .jpg files of `source` into `dest`."""
+    files = sorted(source.glob("*.jpg"))[offset : offset + count]
+    if len(files) < count:
+        pytest.skip(f"{source}: only {len(files)} photos, the test needs {count}")
+    dest.mkdir(parents=True, exist_ok=True)
+    made = []
+    for file in files:
+        link = dest / file.name
+        link.symlink_to(file)
+        made.append(link)
+    return made
+
+
+@pytest.fixture(scope="session")
+def cats_vs_dogs_dir() -> Path:
+    """`<shared>/cats_vs_dogs` with train/ and val/ of cat/ and dog/ JPEGs (skips when absent)."""
+    return _shared_folder("cats_vs_dogs")
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir() -> Path:
+    """`<shared>/cifar10_test` with 10 class folders of 32x32 JPEGs (skips when absent)."""
+    return _shared_folder("cifar10_test")
+
+
+@pytest.fixture
+def cats_dogs_subset(cats_vs_dogs_dir: Path, tmp_path: Path) -> Callable[..., Path]:
+    """`cats_dogs_subset(name, train=16, val=8)` -> tmp_path/name with train/{cat,dog}, val/{cat,dog}
+    of symlinked photos. `train`/`val` are a count per class or a {class: count} dict; `val=0`
+    leaves out val/; `flat=True` puts `train` photos straight into name/{cat,dog}/ (no splits)."""
+
+    def make(name: str = "data", train: int | dict = 16, val: int | dict = 8, flat: bool = False) -> Path:
+        return build_cats_dogs(cats_vs_dogs_dir, tmp_path / name, train, val, flat)
+
+    return make
+
+
+def build_cats_dogs(
+    source: Path, root: Path, train: int | dict = 16, val: int | dict = 8, flat: bool = False
+) -> Path:
+    def per_class(count: int | dict) -> dict[str, int]:
+        return count if isinstance(count, dict) else {"cat": count, "dog": count}
+
+    for name, count in per_class(train).items():
+        link_photos(source / "train" / name, root / name if flat else root / "train" / name, count)
+    if not flat:
+        for name, count in per_class(val).items():
+            if count:
+                link_photos(source / "val" / name, root / "val" / name, count)
+    return root
+
+
+@pytest.fixture
+def cifar_subset(cifar10_dir: Path, tmp_path: Path) -> Callable[..., Path]:
+    """`cifar_subset(name, per_class=10)` -> tmp_path/name/<10 classes>/ (flat layout, no val/)."""
+
+    def make(name: str = "cifar", per_class: int = 10) -> Path:
+        root = tmp_path / name
+        classes = sorted(p for p in cifar10_dir.iterdir() if p.is_dir())
+        for folder in classes:
+            link_photos(folder, root / folder.name, per_class)
+        return root
+
+    return make
+
+
+@pytest.fixture
+def imgcls_env(isolated_cache: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A clean environment for training: fresh $IMGCLS_CACHE, no inherited $IMGCLS_RUN_DIR (which
+    in-process trainings set); returns a copy of os.environ to pass to subprocesses."""
+    monkeypatch.setenv(RUN_DIR_ENV, "")  # so that the undo below removes what training sets later
+    monkeypatch.delenv(RUN_DIR_ENV)
+    env = dict(os.environ)
+    env.pop("LOCAL_RANK", None)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+@pytest.fixture(scope="session")
+def cats_dogs_tree(cats_vs_dogs_dir: Path) -> Callable[..., Path]:
+    """Session-scoped `cats_dogs_tree(root, train=16, val=8, flat=False)` for module fixtures."""
+
+    def make(root: Path, train: int | dict = 16, val: int | dict = 8, flat: bool = False) -> Path:
+        return build_cats_dogs(cats_vs_dogs_dir, root, train, val, flat)
+
+    return make

@@ -24,7 +24,7 @@ position it is read from, with bilinear interpolation (Keras' ``order=1``).  Con
 
 The result is what ``v2.Pad(padding_mode='edge' / 'symmetric')`` + ``v2.RandomAffine`` +
 ``v2.CenterCrop`` would give with unlimited padding, but it is computed in a single ``grid_sample`` at
-the output size, with no padding/cropping copies: about 4x faster (see :class:`KerasAffine`).
+the output size, with no padding/cropping copies: 4-7x faster (~0.4 ms vs ~2 ms per 150x150 image).
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ class ImageCache:
         if cached is not None and cached.exists():
             try:
                 return np.load(cached, allow_pickle=False)
-            except (OSError, ValueError):
+            except (OSError, ValueError, EOFError):  # np.load raises EOFError on an empty file
                 pass  # a damaged cache entry is rebuilt below
         array = load_image(path, self.settings.size, self.settings.channels, self.settings.policy)
         if cached is not None:

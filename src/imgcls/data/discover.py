@@ -171,8 +171,13 @@ def stratified_split(samples: list[Sample], val_split: float, seed: int) -> tupl
 
 
 def _walk_files(folder: Path) -> list[Path]:
-    files = []
+    files, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop (or a second link to a folder already listed): list it once
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         files += [Path(dirpath) / f for f in filenames]
     return files
