@@ -72,7 +72,7 @@ def train(
     """Train a recipe on DATA; writes a run folder with the model, history, curves and metrics."""
     from imgcls.augment import Augment
     from imgcls.recipes import DEFAULT_RECIPE, SEED_AUGMENT, get_recipe
-    from imgcls.training.fit import TrainOptions
+    from imgcls.training.fit import TrainOptions, _is_rank_zero
     from imgcls.training.fit import resume as resume_run
     from imgcls.training.fit import train as fit
 
@@ -109,7 +109,8 @@ def train(
             progress=progress,
         )
         run = fit(data, chosen, options)
-    _print_run_result(run)
+    if _is_rank_zero():  # DDP worker processes run this command too: report once
+        _print_run_result(run)
 
 
 @app.command()
@@ -257,9 +258,10 @@ def _print_run_result(run: Path) -> None:
         f"loss {metrics['loss']:.4f} on {metrics['n_images']} images"
     )
     console.print(
-        f"Run folder: [bold]{run}[/bold]  (model.safetensors, history.csv, curves.png, metrics.json)"
+        f"Run folder: [bold]{run}[/bold]  (model.safetensors, history.csv, curves.png, metrics.json)",
+        soft_wrap=True,
     )
-    console.print(f"Next: imgcls evaluate {run}   |   imgcls predict {run} PHOTO.jpg")
+    console.print(f"Next: imgcls evaluate {run}   |   imgcls predict {run} PHOTO.jpg", soft_wrap=True)
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -312,7 +314,8 @@ def main() -> None:
     try:
         app()
     except ImgclsError as error:
-        err_console.print(f"[bold red]error:[/bold red] {error}", highlight=False)
+        # soft_wrap: no hard line breaks inside paths and commands the user copies from the message
+        err_console.print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/yellow]")

@@ -37,6 +37,7 @@ class HistoryWriter(L.Callback):
         self._epoch_started = 0.0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_started = time.perf_counter()  # resuming mid-epoch skips on_train_epoch_start
         if not trainer.is_global_zero:
             return
         kept = [row for row in read_history(self.path) if row["epoch"] < trainer.current_epoch]

@@ -132,11 +132,19 @@ def _fit(run: Path, dataset: Dataset, recipe: Recipe, options: TrainOptions, ckp
         deterministic=False,
         default_root_dir=run,
     )
-    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit:
+        # Lightning answers Ctrl-C by saving checkpoints/interrupted.ckpt and calling sys.exit(1)
+        if not trainer.interrupted:
+            raise
     if trainer.interrupted:
         raise ImgclsError(f"training interrupted; continue it with: imgcls train --resume {run}")
-    if trainer.is_global_zero:
-        finish_run(run, module, spec, decoded, checkpoints / "best.ckpt")
+    try:
+        if trainer.is_global_zero:
+            finish_run(run, module, spec, decoded, checkpoints / "best.ckpt")
+    finally:
+        trainer.strategy.barrier("imgcls-finish-run")  # DDP: other ranks return once the run is complete
     return run
 
 

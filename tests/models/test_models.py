@@ -1,0 +1,136 @@
+"""Model registry: every network trains (forward/backward) on 1- and 3-channel input, the seed CNN
+has the seed's exact parameter count, and a saved model (safetensors + JSON) round-trips exactly."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from imgcls.models.classifier import ModelSpec, build_classifier, load_model, save_model
+from imgcls.models.registry import accepts, create_model, get_model_entry, list_models
+from imgcls.recipes import get_recipe
+from imgcls.training.fit import model_spec
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")
+
+SEED_CNN_PARAMETERS = 10_641_441
+
+
+def small_spec(name: str, channels: int, n_classes: int = 3) -> ModelSpec:
+    """A spec at a small input size where the model allows it (its default size otherwise)."""
+    size = 32 if accepts(name, "image_size") else min(get_model_entry(name).default_size, 64)
+    return ModelSpec(
+        architecture=name,
+        classes=[f"c{k}" for k in range(n_classes)],
+        image_size=size,
+        channels=channels,
+        arch_args={"image_size": size} if accepts(name, "image_size") else {},
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+    )
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_registry_lists_the_builtin_models() -> None:
+    names = list_models()
+    assert {"seed-basic-cnn", "small-resnet"} <= set(names)
+    assert names == sorted(names)
+    assert list_models("seed-*") == [n for n in names if n.startswith("seed-")]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("name", list_models())
+def test_forward_backward(name: str, channels: int) -> None:
+    torch.manual_seed(0)
+    spec = small_spec(name, channels)
+    model = build_classifier(spec).train()
+    pixels = torch.randint(0, 256, (2, channels, spec.image_size, spec.image_size), dtype=torch.uint8)
+
+    logits = model(pixels)
+    assert logits.shape == (2, 3)
+    assert torch.isfinite(logits).all()
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2])).backward()
+
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert params
+    missing = [n for n, p in params if p.grad is None]
+    assert not missing, f"{name}: no gradient for {missing}"
+    assert all(torch.isfinite(p.grad).all() for _, p in params)
+    assert any(p.grad.abs().sum() > 0 for _, p in params)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_one_output_for_binary_sigmoid(name: str) -> None:
+    spec = small_spec(name, 3, n_classes=2)
+    spec.output = "sigmoid"
+    assert spec.num_outputs == 1
+    pixels = torch.zeros((1, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
+    assert build_classifier(spec).eval()(pixels).shape == (1, 1)
+
+
+def test_seed_basic_cnn_parameter_count() -> None:
+    from_shapes = (
+        (3 * 9 + 1) * 16  # conv 3x3, 3 -> 16
+        + (16 * 9 + 1) * 32  # conv 3x3, 16 -> 32
+        + (32 * 9 + 1) * 64  # conv 3x3, 32 -> 64
+        + (18 * 18 * 64 + 1) * 512  # 150 -> 75 -> 37 -> 18 after three 2x2 max-pools; dense 512
+        + 513  # dense 512 -> 1
+    )
+    assert from_shapes == SEED_CNN_PARAMETERS
+
+    net = create_model("seed-basic-cnn", num_outputs=1, in_channels=3, image_size=150)
+    assert count(net) == SEED_CNN_PARAMETERS
+    assert net(torch.zeros(1, 3, 150, 150)).shape == (1, 1)
+
+    # the recipe builds the same network for two classes (one sigmoid logit)
+    spec = model_spec(get_recipe("seed-basic-cnn"), ["cat", "dog"])
+    assert (spec.output, spec.num_outputs, spec.image_size) == ("sigmoid", 1, 150)
+    assert count(build_classifier(spec)) == SEED_CNN_PARAMETERS
+
+
+def _perturb_buffers(model: torch.nn.Module) -> None:
+    """Non-default BatchNorm statistics, so the round trip must carry buffers as well as weights."""
+    generator = torch.Generator().manual_seed(1)
+    for name, buffer in model.named_buffers():
+        if buffer.is_floating_point() and name.endswith(("running_mean", "running_var")):
+            buffer.copy_(torch.rand(buffer.shape, generator=generator) + 0.5)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("name", list_models())
+def test_save_load_round_trip(name: str, channels: int, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    spec = small_spec(name, channels, n_classes=4)
+    spec.metrics = {"accuracy": 0.5}
+    model = build_classifier(spec)
+    with torch.no_grad():
+        _perturb_buffers(model)
+    model.eval()
+    save_model(tmp_path / "saved", model, spec)
+
+    # no pickle: JSON description + safetensors weights (8-byte header length, then a JSON header)
+    description = json.loads((tmp_path / "saved" / "model.json").read_text())
+    assert description["architecture"] == name
+    assert description["channels"] == channels
+    raw = (tmp_path / "saved" / "model.safetensors").read_bytes()
+    (header_length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + header_length])
+    assert header["__metadata__"]["format"] == "imgcls"
+    assert set(header) - {"__metadata__"} == set(model.state_dict())
+
+    loaded, loaded_spec = load_model(tmp_path / "saved")
+    # (mean/std come back as lists from JSON: compare the JSON forms)
+    assert json.loads(loaded_spec.to_json()) == json.loads(spec.to_json())
+    assert not loaded.training
+    pixels = torch.randint(0, 256, (3, channels, spec.image_size, spec.image_size), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(model(pixels), loaded(pixels))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
