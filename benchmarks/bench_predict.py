@@ -35,19 +35,25 @@ def main() -> None:
     assert all(p.error is None for p in predictions)
 
     started = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).parent / "imgcls"), "predict", str(args.run), str(folder),
-                    "--format", "csv"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "imgcls"), "predict", str(args.run), str(folder), "--format", "csv"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     cli_seconds = time.perf_counter() - started
-    write_result("predict", {
-        "run": str(args.run),
-        "architecture": classifier.spec.architecture,
-        "image_size": classifier.spec.image_size,
-        "n_images": len(files),
-        "api_images_per_s": round(len(files) / api_seconds, 1),
-        "cli_seconds_including_startup": round(cli_seconds, 2),
-        "cli_images_per_s_including_startup": round(len(files) / cli_seconds, 1),
-        "peak_rss_mib": round(peak_rss_mib(), 0),
-    })
+    write_result(
+        "predict",
+        {
+            "run": str(args.run),
+            "architecture": classifier.spec.architecture,
+            "image_size": classifier.spec.image_size,
+            "n_images": len(files),
+            "api_images_per_s": round(len(files) / api_seconds, 1),
+            "cli_seconds_including_startup": round(cli_seconds, 2),
+            "cli_images_per_s_including_startup": round(len(files) / cli_seconds, 1),
+            "peak_rss_mib": round(peak_rss_mib(), 0),
+        },
+    )
 
 
 if __name__ == "__main__":

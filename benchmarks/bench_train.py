@@ -40,20 +40,24 @@ def main() -> None:
     history = read_history(run / "history.csv")
     metrics = imgcls.load(run).spec.metrics
     later = [row["seconds"] for row in history[1:]]
-    write_result(f"train-{args.recipe}", {
-        "data": str(data),
-        "run": str(run),
-        "epochs": len(history),
-        "wall_seconds_total": round(total, 1),
-        "first_epoch_seconds": round(history[0]["seconds"], 1),
-        "later_epoch_seconds_median": round(statistics.median(later), 1) if later else None,
-        "later_train_images_per_s_median": round(statistics.median(r["train_images_per_s"] for r in history[1:]), 1)
-        if later else None,
-        "best_val_accuracy_in_history": max(r["val_accuracy"] for r in history),
-        "final_model_accuracy": metrics["accuracy"],
-        "final_model_split": metrics["split"],
-        "peak_rss_mib": round(peak_rss_mib(), 0),
-    })
+    write_result(
+        f"train-{args.recipe}",
+        {
+            "data": str(data),
+            "run": str(run),
+            "epochs": len(history),
+            "wall_seconds_total": round(total, 1),
+            "first_epoch_seconds": round(history[0]["seconds"], 1),
+            "later_epoch_seconds_median": round(statistics.median(later), 1) if later else None,
+            "later_train_images_per_s_median": round(statistics.median(r["train_images_per_s"] for r in history[1:]), 1)
+            if later
+            else None,
+            "best_val_accuracy_in_history": max(r["val_accuracy"] for r in history),
+            "final_model_accuracy": metrics["accuracy"],
+            "final_model_split": metrics["split"],
+            "peak_rss_mib": round(peak_rss_mib(), 0),
+        },
+    )
 
 
 if __name__ == "__main__":

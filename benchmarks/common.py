@@ -41,8 +41,13 @@ def machine() -> dict:
 
 def write_result(name: str, result: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
-    result = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(sys.argv),
-              "machine": machine(), **result}
+    result = {
+        "benchmark": name,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "command": " ".join(sys.argv),
+        "machine": machine(),
+        **result,
+    }
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -76,9 +76,7 @@ def images() -> SimpleNamespace:
     """The helpers above for test modules (conftest is not imported directly):
     `images.pattern(w, h)`, `images.make_pil(mode, size)`, `images.write(path, mode, size, **kw)`,
     `images.tree(root, {"cats": 3, "dogs": 2})`, `images.QUADRANTS`."""
-    return SimpleNamespace(
-        pattern=pattern, make_pil=make_pil, write=write_image, tree=write_tree, QUADRANTS=QUADRANTS
-    )
+    return SimpleNamespace(pattern=pattern, make_pil=make_pil, write=write_image, tree=write_tree, QUADRANTS=QUADRANTS)
 
 
 @pytest.fixture
@@ -145,9 +143,7 @@ def cats_dogs_subset(cats_vs_dogs_dir: Path, tmp_path: Path) -> Callable[..., Pa
     return make
 
 
-def build_cats_dogs(
-    source: Path, root: Path, train: int | dict = 16, val: int | dict = 8, flat: bool = False
-) -> Path:
+def build_cats_dogs(source: Path, root: Path, train: int | dict = 16, val: int | dict = 8, flat: bool = False) -> Path:
     def per_class(count: int | dict) -> dict[str, int]:
         return count if isinstance(count, dict) else {"cat": count, "dog": count}
 

@@ -12,12 +12,27 @@ from imgcls.errors import ImgclsError
 
 SIZE = (48, 64)  # H != W to catch row/column mix-ups
 
-KERAS_TUTORIAL = dict(rotation_range=40, width_shift_range=0.2, height_shift_range=0.2, shear_range=0.2,
-                      zoom_range=0.2, horizontal_flip=True, fill_mode="nearest")
+KERAS_TUTORIAL = dict(
+    rotation_range=40,
+    width_shift_range=0.2,
+    height_shift_range=0.2,
+    shear_range=0.2,
+    zoom_range=0.2,
+    horizontal_flip=True,
+    fill_mode="nearest",
+)
 
-EVERYTHING = dict(KERAS_TUTORIAL, vertical_flip=True, brightness_range=(0.7, 1.3),
-                  random_resized_crop=(0.35, 1), trivial_augment=True, random_erasing=0.5, hue=0.1,
-                  saturation=0.3, contrast=0.3)
+EVERYTHING = dict(
+    KERAS_TUTORIAL,
+    vertical_flip=True,
+    brightness_range=(0.7, 1.3),
+    random_resized_crop=(0.35, 1),
+    trivial_augment=True,
+    random_erasing=0.5,
+    hue=0.1,
+    saturation=0.3,
+    contrast=0.3,
+)
 
 
 def rand_img(channels=3, size=SIZE, low=0, seed=0):
@@ -42,6 +57,7 @@ def col_gradient(size=SIZE, channels=1):
 
 # -- dataclass ---------------------------------------------------------------------------------------
 
+
 def test_defaults_are_off_and_build_returns_none():
     aug = Augment()
     assert not aug.enabled
@@ -52,12 +68,26 @@ def test_defaults_are_off_and_build_returns_none():
     assert build_transform(Augment(zoom_range=(1, 1), brightness_range=(1, 1)), SIZE) is None
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"rotation_range": 10}, {"width_shift_range": 0.1}, {"height_shift_range": 3}, {"shear_range": 5},
-    {"zoom_range": 0.1}, {"zoom_range": (0.5, 0.5)}, {"horizontal_flip": True}, {"vertical_flip": True},
-    {"brightness_range": (0.5, 1.5)}, {"random_resized_crop": (0.5, 1)}, {"trivial_augment": True},
-    {"random_erasing": 0.3}, {"hue": 0.1}, {"saturation": 0.2}, {"contrast": 0.2},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"rotation_range": 10},
+        {"width_shift_range": 0.1},
+        {"height_shift_range": 3},
+        {"shear_range": 5},
+        {"zoom_range": 0.1},
+        {"zoom_range": (0.5, 0.5)},
+        {"horizontal_flip": True},
+        {"vertical_flip": True},
+        {"brightness_range": (0.5, 1.5)},
+        {"random_resized_crop": (0.5, 1)},
+        {"trivial_augment": True},
+        {"random_erasing": 0.3},
+        {"hue": 0.1},
+        {"saturation": 0.2},
+        {"contrast": 0.2},
+    ],
+)
 def test_each_option_enables(kwargs):
     aug = Augment(**kwargs)
     assert aug.enabled
@@ -78,16 +108,41 @@ def test_lists_are_normalised_and_hashable():
     assert Augment(zoom_range=0.2).zoom_bounds == pytest.approx((0.8, 1.2))
 
 
-@pytest.mark.parametrize("field, value", [
-    ("rotation_range", -1), ("width_shift_range", -0.1), ("height_shift_range", -2), ("shear_range", -5),
-    ("shear_range", 90), ("zoom_range", -0.1), ("zoom_range", 1.0), ("zoom_range", (0, 1)),
-    ("zoom_range", (1.2, 0.8)), ("zoom_range", (1, 2, 3)), ("brightness_range", (-0.1, 1)),
-    ("brightness_range", (1.5, 0.5)), ("brightness_range", 0.5), ("fill_mode", "mirror"), ("cval", 256),
-    ("cval", -1), ("random_resized_crop", (0, 1)), ("random_resized_crop", (0.5, 1.5)),
-    ("random_resized_crop", (0.9, 0.5)), ("random_erasing", 1.5), ("random_erasing", -0.1), ("hue", 0.6),
-    ("hue", -0.1), ("saturation", -1), ("contrast", -0.5), ("horizontal_flip", "yes"), ("trivial_augment", 1),
-    ("rotation_range", "40"), ("rotation_range", True), ("rotation_range", float("nan")),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("rotation_range", -1),
+        ("width_shift_range", -0.1),
+        ("height_shift_range", -2),
+        ("shear_range", -5),
+        ("shear_range", 90),
+        ("zoom_range", -0.1),
+        ("zoom_range", 1.0),
+        ("zoom_range", (0, 1)),
+        ("zoom_range", (1.2, 0.8)),
+        ("zoom_range", (1, 2, 3)),
+        ("brightness_range", (-0.1, 1)),
+        ("brightness_range", (1.5, 0.5)),
+        ("brightness_range", 0.5),
+        ("fill_mode", "mirror"),
+        ("cval", 256),
+        ("cval", -1),
+        ("random_resized_crop", (0, 1)),
+        ("random_resized_crop", (0.5, 1.5)),
+        ("random_resized_crop", (0.9, 0.5)),
+        ("random_erasing", 1.5),
+        ("random_erasing", -0.1),
+        ("hue", 0.6),
+        ("hue", -0.1),
+        ("saturation", -1),
+        ("contrast", -0.5),
+        ("horizontal_flip", "yes"),
+        ("trivial_augment", 1),
+        ("rotation_range", "40"),
+        ("rotation_range", True),
+        ("rotation_range", float("nan")),
+    ],
+)
 def test_validation_errors_name_the_field(field, value):
     with pytest.raises(ImgclsError) as err:
         Augment(**{field: value})
@@ -108,6 +163,7 @@ def test_fill_mode_is_case_insensitive():
 
 # -- from_dict / as_dict -----------------------------------------------------------------------------
 
+
 def test_from_dict_rejects_unknown_keys_listing_valid_ones():
     with pytest.raises(ImgclsError) as err:
         Augment.from_dict({"rotation_range": 10, "rotaton_range": 40, "channel_shift_range": 5})
@@ -127,12 +183,27 @@ def test_from_dict_and_as_dict_round_trip_through_json():
 
 
 def test_from_dict_parses_cli_strings():
-    aug = Augment.from_dict({"rotation-range": "40", "zoom_range": "0.2", "horizontal_flip": "true",
-                             "vertical_flip": "no", "brightness_range": "0.8,1.2",
-                             "random_resized_crop": "[0.35, 1]", "fill_mode": "reflect", "cval": "7"})
-    assert aug == Augment(rotation_range=40, zoom_range=0.2, horizontal_flip=True,
-                          brightness_range=(0.8, 1.2), random_resized_crop=(0.35, 1), fill_mode="reflect",
-                          cval=7)
+    aug = Augment.from_dict(
+        {
+            "rotation-range": "40",
+            "zoom_range": "0.2",
+            "horizontal_flip": "true",
+            "vertical_flip": "no",
+            "brightness_range": "0.8,1.2",
+            "random_resized_crop": "[0.35, 1]",
+            "fill_mode": "reflect",
+            "cval": "7",
+        }
+    )
+    assert aug == Augment(
+        rotation_range=40,
+        zoom_range=0.2,
+        horizontal_flip=True,
+        brightness_range=(0.8, 1.2),
+        random_resized_crop=(0.35, 1),
+        fill_mode="reflect",
+        cval=7,
+    )
     assert Augment.from_dict({"brightness_range": "none"}).brightness_range is None
     assert Augment.from_dict({"zoom_range": "0.8, 1.2"}).zoom_range == (0.8, 1.2)
     with pytest.raises(ImgclsError, match="horizontal_flip"):
@@ -145,11 +216,18 @@ def test_from_dict_parses_cli_strings():
 
 # -- build_transform ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("recipe", [KERAS_TUTORIAL, EVERYTHING,
-                                    dict(KERAS_TUTORIAL, fill_mode="reflect"),
-                                    dict(KERAS_TUTORIAL, fill_mode="constant", cval=128)],
-                         ids=["keras", "everything", "reflect", "constant"])
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        KERAS_TUTORIAL,
+        EVERYTHING,
+        dict(KERAS_TUTORIAL, fill_mode="reflect"),
+        dict(KERAS_TUTORIAL, fill_mode="constant", cval=128),
+    ],
+    ids=["keras", "everything", "reflect", "constant"],
+)
 def test_dtype_and_shape_preserved(channels, recipe):
     t = build_transform(Augment(**recipe), SIZE)
     torch.manual_seed(0)
@@ -209,8 +287,9 @@ def test_vertical_flip_is_random_and_exact():
 @pytest.mark.parametrize("fill_mode", ["nearest", "reflect"])
 def test_no_black_corners_with_nearest_or_reflect(fill_mode):
     img = framed_img()
-    big = Augment(width_shift_range=0.45, height_shift_range=0.45, rotation_range=45, zoom_range=(1.5, 2.0),
-                  fill_mode=fill_mode)
+    big = Augment(
+        width_shift_range=0.45, height_shift_range=0.45, rotation_range=45, zoom_range=(1.5, 2.0), fill_mode=fill_mode
+    )
     shift_only = Augment(width_shift_range=0.5, height_shift_range=0.5, fill_mode=fill_mode)
     torch.manual_seed(0)
     for aug in (big, shift_only):
@@ -227,8 +306,14 @@ def test_no_black_corners_with_nearest_or_reflect(fill_mode):
 
 def test_constant_fill_mode_shows_cval():
     img = framed_img()
-    aug = Augment(width_shift_range=0.45, height_shift_range=0.45, rotation_range=45, zoom_range=(1.5, 2.0),
-                  fill_mode="constant", cval=0)
+    aug = Augment(
+        width_shift_range=0.45,
+        height_shift_range=0.45,
+        rotation_range=45,
+        zoom_range=(1.5, 2.0),
+        fill_mode="constant",
+        cval=0,
+    )
     t = build_transform(aug, SIZE)
     torch.manual_seed(0)
     for _ in range(10):
@@ -295,17 +380,29 @@ def test_matches_torchvision_pad_affine_centercrop():
     ka = KerasAffine(fill_mode="nearest")
     mine = ka.transform(img, {"matrix": (c * z, -s * z, s * z, c * z, 0.0, 0.0)})
     padded = TF.pad(img, [60], padding_mode="edge")
-    ref = TF.center_crop(TF.affine(padded, angle=deg, translate=[0, 0], scale=1 / z, shear=[0.0, 0.0],
-                                   interpolation=v2.InterpolationMode.BILINEAR), [40, 56])
+    ref = TF.center_crop(
+        TF.affine(
+            padded,
+            angle=deg,
+            translate=[0, 0],
+            scale=1 / z,
+            shear=[0.0, 0.0],
+            interpolation=v2.InterpolationMode.BILINEAR,
+        ),
+        [40, 56],
+    )
     assert (mine.int() - ref.int()).abs().max() <= 1
 
     # reflect == symmetric padding, nearest == edge padding, constant == constant padding (pure shift)
     shift = {"matrix": (1.0, 0.0, 0.0, 1.0, 13.0, -9.0)}
-    for mode, pad_kw in [("reflect", {"padding_mode": "symmetric"}), ("nearest", {"padding_mode": "edge"}),
-                         ("constant", {"fill": 7})]:
+    for mode, pad_kw in [
+        ("reflect", {"padding_mode": "symmetric"}),
+        ("nearest", {"padding_mode": "edge"}),
+        ("constant", {"fill": 7}),
+    ]:
         out = KerasAffine(fill_mode=mode, cval=7).transform(img, shift)
         padded = TF.pad(img, [20], **pad_kw)
-        assert torch.equal(out, padded[:, 20 + 13:20 + 13 + 40, 20 - 9:20 - 9 + 56]), mode
+        assert torch.equal(out, padded[:, 20 + 13 : 20 + 13 + 40, 20 - 9 : 20 - 9 + 56]), mode
 
 
 def test_brightness_halves_constant_image():

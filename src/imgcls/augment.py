@@ -81,8 +81,9 @@ def _number(name: str, value: Any, expected: str, lo: float = 0.0, hi: float = m
     return float(value)
 
 
-def _pair(name: str, value: Any, expected: str, lo: float, hi: float = math.inf,
-          lo_open: bool = False) -> tuple[float, float]:
+def _pair(
+    name: str, value: Any, expected: str, lo: float, hi: float = math.inf, lo_open: bool = False
+) -> tuple[float, float]:
     if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(_is_number(v) for v in value):
         raise _bad(name, value, expected)
     a, b = float(value[0]), float(value[1])
@@ -124,24 +125,33 @@ class Augment:
         put("rotation_range", _number("rotation_range", self.rotation_range, "degrees >= 0, e.g. 40"))
         for name in ("width_shift_range", "height_shift_range"):
             put(name, _number(name, getattr(self, name), "a fraction of the size (< 1) or pixels (>= 1)"))
-        put("shear_range", _number("shear_range", self.shear_range, "degrees in [0, 90), e.g. 0.2",
-                                   hi=89.999))
+        put("shear_range", _number("shear_range", self.shear_range, "degrees in [0, 90), e.g. 0.2", hi=89.999))
         zoom = self.zoom_range
         if isinstance(zoom, (tuple, list)):
-            zoom = _pair("zoom_range", zoom, "a factor z in [0, 1) or a pair [low, high], 0 < low <= high",
-                         lo=0.0, lo_open=True)
+            zoom = _pair(
+                "zoom_range", zoom, "a factor z in [0, 1) or a pair [low, high], 0 < low <= high", lo=0.0, lo_open=True
+            )
         else:
-            zoom = _number("zoom_range", zoom,
-                           "a factor z in [0, 1) meaning [1-z, 1+z], or a pair [low, high], 0 < low <= high",
-                           hi=0.999999)
+            zoom = _number(
+                "zoom_range",
+                zoom,
+                "a factor z in [0, 1) meaning [1-z, 1+z], or a pair [low, high], 0 < low <= high",
+                hi=0.999999,
+            )
         put("zoom_range", zoom)
         for name in ("horizontal_flip", "vertical_flip", "trivial_augment"):
             if not isinstance(getattr(self, name), bool):
                 raise _bad(name, getattr(self, name), "true or false")
         if self.brightness_range is not None:
-            put("brightness_range", _pair("brightness_range", self.brightness_range,
-                                          "a pair [low, high] of factors, 0 <= low <= high, e.g. [0.8, 1.2]",
-                                          lo=0.0))
+            put(
+                "brightness_range",
+                _pair(
+                    "brightness_range",
+                    self.brightness_range,
+                    "a pair [low, high] of factors, 0 <= low <= high, e.g. [0.8, 1.2]",
+                    lo=0.0,
+                ),
+            )
         fill_mode = self.fill_mode.lower() if isinstance(self.fill_mode, str) else self.fill_mode
         if fill_mode == "wrap":
             raise ImgclsError(
@@ -155,9 +165,17 @@ class Augment:
         cval = _number("cval", self.cval, "a pixel value in [0, 255]", hi=255)
         put("cval", int(round(cval)))
         if self.random_resized_crop is not None:
-            put("random_resized_crop", _pair("random_resized_crop", self.random_resized_crop,
-                                             "a pair [low, high] of area fractions, 0 < low <= high <= 1, "
-                                             "e.g. [0.35, 1]", lo=0.0, hi=1.0, lo_open=True))
+            put(
+                "random_resized_crop",
+                _pair(
+                    "random_resized_crop",
+                    self.random_resized_crop,
+                    "a pair [low, high] of area fractions, 0 < low <= high <= 1, e.g. [0.35, 1]",
+                    lo=0.0,
+                    hi=1.0,
+                    lo_open=True,
+                ),
+            )
         put("random_erasing", _number("random_erasing", self.random_erasing, "a probability in [0, 1]", hi=1))
         put("hue", _number("hue", self.hue, "a value in [0, 0.5]", hi=0.5))
         put("saturation", _number("saturation", self.saturation, "a value >= 0"))
@@ -174,17 +192,28 @@ class Augment:
     @property
     def affine_enabled(self) -> bool:
         """True when rotation, shift, shear or zoom is on."""
-        return bool(self.rotation_range or self.width_shift_range or self.height_shift_range
-                    or self.shear_range or self.zoom_bounds != (1.0, 1.0))
+        return bool(
+            self.rotation_range
+            or self.width_shift_range
+            or self.height_shift_range
+            or self.shear_range
+            or self.zoom_bounds != (1.0, 1.0)
+        )
 
     @property
     def enabled(self) -> bool:
         """True when at least one operation changes images (``fill_mode``/``cval`` alone do not)."""
         return bool(
-            self.affine_enabled or self.horizontal_flip or self.vertical_flip
+            self.affine_enabled
+            or self.horizontal_flip
+            or self.vertical_flip
             or (self.brightness_range is not None and self.brightness_range != (1.0, 1.0))
-            or self.random_resized_crop is not None or self.trivial_augment or self.random_erasing
-            or self.hue or self.saturation or self.contrast
+            or self.random_resized_crop is not None
+            or self.trivial_augment
+            or self.random_erasing
+            or self.hue
+            or self.saturation
+            or self.contrast
         )
 
     # -- (de)serialisation -------------------------------------------------------------------------
@@ -228,8 +257,7 @@ class Augment:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False,
-               "0": False}
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
 
 def _parse_value(name: str, value: Any) -> Any:
@@ -255,6 +283,7 @@ def _parse_value(name: str, value: Any) -> Any:
 
 # -- transforms ------------------------------------------------------------------------------------
 
+
 def _is_plain_tensor(x: Any) -> bool:
     return type(x) is torch.Tensor
 
@@ -271,14 +300,21 @@ class KerasAffine(v2.Transform):
 
     _transformed_types = (_is_plain_tensor, tv_tensors.Image, tv_tensors.Video)
 
-    def __init__(self, rotation: float = 0.0, width_shift: float = 0.0, height_shift: float = 0.0,
-                 shear: float = 0.0, zoom: tuple[float, float] = (1.0, 1.0), fill_mode: str = "nearest",
-                 cval: float = 0.0) -> None:
+    def __init__(
+        self,
+        rotation: float = 0.0,
+        width_shift: float = 0.0,
+        height_shift: float = 0.0,
+        shear: float = 0.0,
+        zoom: tuple[float, float] = (1.0, 1.0),
+        fill_mode: str = "nearest",
+        cval: float = 0.0,
+    ) -> None:
         super().__init__()
         if fill_mode not in FILL_MODES:
             raise ValueError(f"fill_mode must be one of {FILL_MODES}, not {fill_mode!r}")
         self.rotation = float(rotation)
-        self.width_shift = float(width_shift)    # fraction of width if < 1, else pixels (Keras)
+        self.width_shift = float(width_shift)  # fraction of width if < 1, else pixels (Keras)
         self.height_shift = float(height_shift)
         self.shear = float(shear)
         self.zoom = (float(zoom[0]), float(zoom[1]))
@@ -315,8 +351,10 @@ class KerasAffine(v2.Transform):
         if base is None:
             rows = torch.arange(height, dtype=torch.float32) - (height - 1) / 2
             cols = torch.arange(width, dtype=torch.float32) - (width - 1) / 2
-            base = torch.stack([rows[:, None].expand(height, width), cols[None, :].expand(height, width),
-                                torch.ones(height, width)], dim=-1).reshape(height * width, 3)
+            base = torch.stack(
+                [rows[:, None].expand(height, width), cols[None, :].expand(height, width), torch.ones(height, width)],
+                dim=-1,
+            ).reshape(height * width, 3)
             self._base_grids[(height, width)] = base
         return base
 
@@ -338,8 +376,7 @@ class KerasAffine(v2.Transform):
             x = x - self.cval
         if x.shape[0] > 1:
             grid = grid.expand(x.shape[0], -1, -1, -1)
-        out = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode=self._padding_mode,
-                            align_corners=False)
+        out = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode=self._padding_mode, align_corners=False)
         if self.fill_mode == "constant" and self.cval:
             out = out.add_(self.cval)
         if not is_float:
@@ -360,8 +397,11 @@ def build_transform(aug: Augment, size: tuple[int, int]) -> v2.Transform | None:
     """
     if not isinstance(aug, Augment):
         raise TypeError(f"aug must be an Augment, not {type(aug).__name__}")
-    if (not isinstance(size, (tuple, list)) or len(size) != 2
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+    ):
         raise ValueError(f"size must be a pair of positive ints (height, width), not {size!r}")
     if not aug.enabled:
         return None
@@ -370,9 +410,17 @@ def build_transform(aug: Augment, size: tuple[int, int]) -> v2.Transform | None:
     if aug.random_resized_crop is not None:
         ops.append(v2.RandomResizedCrop((height, width), scale=aug.random_resized_crop, antialias=True))
     if aug.affine_enabled:
-        ops.append(KerasAffine(rotation=min(aug.rotation_range, 180.0), width_shift=aug.width_shift_range,
-                               height_shift=aug.height_shift_range, shear=aug.shear_range,
-                               zoom=aug.zoom_bounds, fill_mode=aug.fill_mode, cval=aug.cval))
+        ops.append(
+            KerasAffine(
+                rotation=min(aug.rotation_range, 180.0),
+                width_shift=aug.width_shift_range,
+                height_shift=aug.height_shift_range,
+                shear=aug.shear_range,
+                zoom=aug.zoom_bounds,
+                fill_mode=aug.fill_mode,
+                cval=aug.cval,
+            )
+        )
     if aug.horizontal_flip:
         ops.append(v2.RandomHorizontalFlip(p=0.5))
     if aug.vertical_flip:
@@ -381,8 +429,14 @@ def build_transform(aug: Augment, size: tuple[int, int]) -> v2.Transform | None:
         ops.append(v2.TrivialAugmentWide(fill=aug.cval))
     brightness = aug.brightness_range if aug.brightness_range not in (None, (1.0, 1.0)) else None
     if brightness is not None or aug.contrast or aug.saturation or aug.hue:
-        ops.append(v2.ColorJitter(brightness=brightness, contrast=aug.contrast or None,
-                                  saturation=aug.saturation or None, hue=aug.hue or None))
+        ops.append(
+            v2.ColorJitter(
+                brightness=brightness,
+                contrast=aug.contrast or None,
+                saturation=aug.saturation or None,
+                hue=aug.hue or None,
+            )
+        )
     if aug.random_erasing:
         ops.append(v2.RandomErasing(p=aug.random_erasing, value=aug.cval))
     return ops[0] if len(ops) == 1 else v2.Compose(ops)

@@ -27,9 +27,7 @@ app.add_typer(data_app, name="data")
 console = Console()
 err_console = Console(stderr=True)
 
-DataArg = Annotated[
-    str, typer.Argument(help="Folder of class subfolders, train/val layout, or a built-in name")
-]
+DataArg = Annotated[str, typer.Argument(help="Folder of class subfolders, train/val layout, or a built-in name")]
 RunArg = Annotated[Path, typer.Argument(help="A run folder, e.g. runs/scratch")]
 
 
@@ -41,25 +39,15 @@ def train(
     image_size: Annotated[int | None, typer.Option(help="Square input size in pixels")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per step")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate")] = None,
-    augment: Annotated[
-        bool | None, typer.Option("--augment/--no-augment", help="Recipe augmentation on/off")
-    ] = None,
+    augment: Annotated[bool | None, typer.Option("--augment/--no-augment", help="Recipe augmentation on/off")] = None,
     aug: Annotated[
         list[str] | None, typer.Option(help="Augmentation KEY=VALUE, Keras names (rotation_range=40)")
     ] = None,
-    val_split: Annotated[
-        float | None, typer.Option(help="Share held out when DATA has no val/ folder")
-    ] = None,
-    early_stopping: Annotated[
-        int | None, typer.Option(help="Patience in epochs on val_loss (0 = off)")
-    ] = None,
-    class_weights: Annotated[
-        str | None, typer.Option(help="'auto': weigh classes by inverse frequency")
-    ] = None,
+    val_split: Annotated[float | None, typer.Option(help="Share held out when DATA has no val/ folder")] = None,
+    early_stopping: Annotated[int | None, typer.Option(help="Patience in epochs on val_loss (0 = off)")] = None,
+    class_weights: Annotated[str | None, typer.Option(help="'auto': weigh classes by inverse frequency")] = None,
     out: Annotated[Path, typer.Option(help="Folder that holds run folders")] = Path("runs"),
-    name: Annotated[
-        str | None, typer.Option(help="Run name (default: the recipe's); never overwritten")
-    ] = None,
+    name: Annotated[str | None, typer.Option(help="Run name (default: the recipe's); never overwritten")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (split, init, order, augmentation)")] = 0,
     resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run folder")] = None,
     devices: Annotated[str, typer.Option(help="Lightning devices: 1, 2, 'auto', '0,1'")] = "1",
@@ -116,9 +104,7 @@ def train(
 @app.command()
 def evaluate(
     run: RunArg,
-    data: Annotated[
-        str | None, typer.Argument(help="Other data (default: the run's test, else val split)")
-    ] = None,
+    data: Annotated[str | None, typer.Argument(help="Other data (default: the run's test, else val split)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout")] = False,
 ) -> None:
     """Accuracy, loss, per-class precision/recall/F1, confusion matrix, ROC AUC (two classes)."""
@@ -272,9 +258,7 @@ def _print_metrics(metrics: dict) -> None:
     )
     table = Table("class", "precision", "recall", "F1", "support")
     for name, row in metrics["per_class"].items():
-        table.add_row(
-            name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"])
-        )
+        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
     console.print(table)
     matrix = Table("true \\ predicted", *metrics["classes"], title="Confusion matrix")
     for name, row in zip(metrics["classes"], metrics["confusion_matrix"], strict=True):

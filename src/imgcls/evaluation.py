@@ -38,9 +38,7 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[
     true_positive = np.diag(matrix).astype(float)
     precision = np.divide(true_positive, matrix.sum(0), out=np.zeros(len(classes)), where=matrix.sum(0) > 0)
     recall = np.divide(true_positive, matrix.sum(1), out=np.zeros(len(classes)), where=matrix.sum(1) > 0)
-    f1 = np.divide(
-        2 * precision * recall, precision + recall, out=np.zeros(len(classes)), where=precision + recall > 0
-    )
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(len(classes)), where=precision + recall > 0)
     picked = probs[np.arange(len(labels)), labels]
     metrics = {
         "accuracy": float((predicted == labels).mean()),
@@ -126,9 +124,7 @@ def _samples_for(data: str | Path, classes: list[str]):
         pool = dataset.splits[split]
     unknown = sorted(set(dataset.classes) - set(classes))
     if unknown:
-        raise DataError(
-            f"{display_path(dataset.root)}: class(es) {unknown} are not known to the model {classes}"
-        )
+        raise DataError(f"{display_path(dataset.root)}: class(es) {unknown} are not known to the model {classes}")
     remap = {k: classes.index(name) for k, name in enumerate(dataset.classes)}
     samples = sorted((Sample(s.path, remap[s.label]) for s in pool), key=lambda s: str(s.path))
     return dataset, samples, f"{split} images of {display_path(dataset.root)}"

@@ -82,9 +82,7 @@ class Classifier:
                 best = int(probs[row].argmax())
                 results[index].label = self.classes[best]
                 results[index].probability = float(probs[row, best])
-                results[index].probabilities = {
-                    c: float(p) for c, p in zip(self.classes, probs[row], strict=True)
-                }
+                results[index].probabilities = {c: float(p) for c, p in zip(self.classes, probs[row], strict=True)}
         for index, item in enumerate(decoded):
             if isinstance(item, BadImageError):
                 results[index].error = item.reason

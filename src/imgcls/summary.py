@@ -9,9 +9,7 @@ from imgcls.errors import ImgclsError
 from imgcls.models.registry import accepts, create_model, get_model_entry, list_models
 
 
-def build_for_summary(
-    name: str, num_classes: int = 2, image_size: int | None = None
-) -> tuple[torch.nn.Module, tuple]:
+def build_for_summary(name: str, num_classes: int = 2, image_size: int | None = None) -> tuple[torch.nn.Module, tuple]:
     """The network a recipe (or bare model) trains, with the input shape it sees."""
     from imgcls.recipes import _RECIPES, get_recipe
     from imgcls.training.fit import model_spec

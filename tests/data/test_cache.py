@@ -55,9 +55,7 @@ def entries(root: Path) -> list[Path]:
 # --------------------------------------------------------------------------- reuse
 
 
-def test_second_pass_reads_from_cache(
-    images, tmp_path: Path, isolated_cache: Path, calls, monkeypatch
-) -> None:
+def test_second_pass_reads_from_cache(images, tmp_path: Path, isolated_cache: Path, calls, monkeypatch) -> None:
     paths = [images.write(tmp_path / f"img{i}.png", size=(20 + i, 16)) for i in range(4)]
     labels = [0, 1, 0, 1]
     first = decode_all(paths, labels, SMALL)

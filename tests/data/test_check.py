@@ -128,9 +128,7 @@ def test_byte_identical_copy_across_splits_is_leakage(tmp_path: Path, other_spli
         (f"{other_split}/cat/copy.jpg", other_split, "cat"),
     }
     assert len(group["sha256"]) == 64
-    assert report["errors"] == [report["problems"][0]] and report["problems"][0].startswith(
-        "leakage: 1 image"
-    )
+    assert report["errors"] == [report["problems"][0]] and report["problems"][0].startswith("leakage: 1 image")
     assert report["near_duplicates"] == []  # byte-identical copies are not repeated as near-duplicates
     text = _render(report)
     assert f"{other_split}/cat/copy.jpg" in text and "leakage" in text
@@ -206,9 +204,7 @@ def test_unreadable_files_are_reported_with_reasons(tmp_path: Path) -> None:
 
 
 def test_imbalance_is_flagged_above_one_and_a_half(tmp_path: Path) -> None:
-    flagged = check_dataset(
-        _tree(tmp_path / "a", {"train": {"cat": 9, "dog": 3}, "val": {"cat": 1, "dog": 1}})
-    )
+    flagged = check_dataset(_tree(tmp_path / "a", {"train": {"cat": 9, "dog": 3}, "val": {"cat": 1, "dog": 1}}))
     assert flagged["imbalance"] == {
         "ratio": 3.0,
         "largest": "cat",
@@ -307,9 +303,7 @@ def test_popcount_fallback_for_numpy_1_matches() -> None:
 
 # --------------------------------------------------------------------------- real photos
 
-SHARED = Path(
-    os.environ.get("IMGCLS_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data")
-)
+SHARED = Path(os.environ.get("IMGCLS_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 
 
 @pytest.mark.shared_data

@@ -160,16 +160,12 @@ def _closed_port_url() -> str:
 
 
 def _assert_tree(folder: Path, files: dict[str, bytes]) -> None:
-    found = {
-        p.relative_to(folder.parent).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
-    }
+    found = {p.relative_to(folder.parent).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     assert found == files
 
 
 def _leftovers(root: Path) -> list[str]:
-    return sorted(
-        p.name for p in root.iterdir() if p.name.startswith(".tmp-") or p.suffix in (".part", ".zip")
-    )
+    return sorted(p.name for p in root.iterdir() if p.name.startswith(".tmp-") or p.suffix in (".part", ".zip"))
 
 
 # --------------------------------------------------------------------------- cache_dir
@@ -216,9 +212,7 @@ def test_resume_after_interrupted_transfer(server: _Server, dataset_zip: bytes, 
     assert server.requests == [(ZIP_PATH, None, 200), (ZIP_PATH, f"bytes={cut}-", 206)]
 
 
-def test_server_ignoring_range_restarts_from_zero(
-    server: _Server, dataset_zip: bytes, tmp_path: Path
-) -> None:
+def test_server_ignoring_range_restarts_from_zero(server: _Server, dataset_zip: bytes, tmp_path: Path) -> None:
     dest = tmp_path / "a.zip"
     # A stale partial file whose bytes are wrong: appending to it would corrupt the result.
     (tmp_path / "a.zip.part").write_bytes(b"garbage!" * 100)
@@ -239,9 +233,7 @@ def test_interrupted_then_server_ignores_range(server: _Server, dataset_zip: byt
     assert dest.read_bytes() == dataset_zip
 
 
-def test_part_larger_than_file_gets_416_and_restarts(
-    server: _Server, dataset_zip: bytes, tmp_path: Path
-) -> None:
+def test_part_larger_than_file_gets_416_and_restarts(server: _Server, dataset_zip: bytes, tmp_path: Path) -> None:
     dest = tmp_path / "a.zip"
     (tmp_path / "a.zip.part").write_bytes(b"x" * (len(dataset_zip) + 10))
     download_file(server.url(ZIP_PATH), dest, progress=False)
@@ -296,9 +288,7 @@ def test_explicit_root(server: _Server, dataset_files: dict[str, bytes], tmp_pat
     assert not (tmp_path / "cache").exists()
 
 
-def test_resume_through_download_and_extract(
-    server: _Server, dataset_files: dict[str, bytes], tmp_path: Path
-) -> None:
+def test_resume_through_download_and_extract(server: _Server, dataset_files: dict[str, bytes], tmp_path: Path) -> None:
     server.drop_after = 1000
     with pytest.raises(DataError):
         download_and_extract(server.url(ZIP_PATH), FOLDER, progress=False)
@@ -340,12 +330,8 @@ def test_corrupt_zip(server: _Server, dataset_zip: bytes, tmp_path: Path, damage
     assert len(server.requests) == 2
 
 
-@pytest.mark.parametrize(
-    "evil", ["../evil.txt", f"{FOLDER}/../../evil.txt", "/tmp/imgcls-evil.txt", "C:/evil.txt"]
-)
-def test_zip_slip_rejected(
-    server: _Server, dataset_files: dict[str, bytes], tmp_path: Path, evil: str
-) -> None:
+@pytest.mark.parametrize("evil", ["../evil.txt", f"{FOLDER}/../../evil.txt", "/tmp/imgcls-evil.txt", "C:/evil.txt"])
+def test_zip_slip_rejected(server: _Server, dataset_files: dict[str, bytes], tmp_path: Path, evil: str) -> None:
     server.files["/evil.zip"] = _make_zip({**dataset_files, evil: b"pwned"})
     root = tmp_path / "cache" / "datasets"
     with pytest.raises(DataError, match="unsafe"):
@@ -402,9 +388,7 @@ def test_interrupted_extraction_never_shows_half_folder(
     assert len(server.requests) == 1  # the downloaded zip was reused, not fetched again
 
 
-def test_stale_tmp_dir_is_cleaned_up(
-    server: _Server, dataset_files: dict[str, bytes], tmp_path: Path
-) -> None:
+def test_stale_tmp_dir_is_cleaned_up(server: _Server, dataset_files: dict[str, bytes], tmp_path: Path) -> None:
     root = tmp_path / "cache" / "datasets"
     stale = root / f".tmp-{FOLDER}-abc123" / FOLDER / "train"
     stale.mkdir(parents=True)

@@ -92,9 +92,7 @@ def check_dataset(
         },
         "formats": dict(Counter(results[i].format or "unknown" for i in readable).most_common()),
         "sizes": _sizes([results[i] for i in readable]),
-        "unreadable": [
-            {**files[i], "reason": r.reason} for i, r in enumerate(results) if r.reason is not None
-        ],
+        "unreadable": [{**files[i], "reason": r.reason} for i, r in enumerate(results) if r.reason is not None],
         "exact_duplicates": _exact_duplicates(files, results),
         "near_threshold": int(near_threshold),
         "hash": f"dhash-{HASH_BITS}",
@@ -463,8 +461,7 @@ def print_check(report: dict, console) -> None:
         console.print(
             Text.assemble(
                 ("OK", "bold green"),
-                f": {report['n_images']} images checked{seconds}: no leakage, no label conflicts, "
-                f"all readable{tail}",
+                f": {report['n_images']} images checked{seconds}: no leakage, no label conflicts, all readable{tail}",
             )
         )
     else:
@@ -477,8 +474,7 @@ def print_check(report: dict, console) -> None:
         console.print(
             Text.assemble(
                 ("FAILED", "bold red"),
-                f": {', '.join(name for name, bad in failed if bad)} "
-                f"({report['n_images']} images checked{seconds})",
+                f": {', '.join(name for name, bad in failed if bad)} ({report['n_images']} images checked{seconds})",
             )
         )
 

@@ -92,10 +92,7 @@ def discover(
 def from_manifest(manifest: dict) -> Dataset:
     """Rebuild the exact split a run was trained on (see `Dataset.split_manifest`)."""
     root = Path(manifest["root"])
-    splits = {
-        name: [Sample(root / rel, label) for rel, label in items]
-        for name, items in manifest["splits"].items()
-    }
+    splits = {name: [Sample(root / rel, label) for rel, label in items] for name, items in manifest["splits"].items()}
     return Dataset(root, list(manifest["classes"]), splits, manifest.get("source", "folders"))
 
 
@@ -111,9 +108,7 @@ def find_split_dirs(root: Path) -> dict[str, Path]:
                 found[split] = root / name
                 break
     if found and "train" not in found:
-        raise DataError(
-            f"{display_path(root)}: has {', '.join(p.name for p in found.values())}/ but no train/ folder"
-        )
+        raise DataError(f"{display_path(root)}: has {', '.join(p.name for p in found.values())}/ but no train/ folder")
     return found
 
 
@@ -132,9 +127,7 @@ def class_names(folder: Path) -> list[str]:
         names = ", ".join(display_path(p) for p in empty)
         raise DataError(f"class folder(s) with no images: {names}. Add images or remove the folder.")
     if len(subdirs) < 2:
-        raise DataError(
-            f"{display_path(folder)}: only one class ({subdirs[0].name}); a classifier needs at least two."
-        )
+        raise DataError(f"{display_path(folder)}: only one class ({subdirs[0].name}); a classifier needs at least two.")
     return [p.name for p in subdirs]
 
 
@@ -142,9 +135,7 @@ def list_samples(folder: Path, classes: list[str]) -> list[Sample]:
     present = {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
     unknown = sorted(present - set(classes))
     if unknown:
-        raise DataError(
-            f"{display_path(folder)}: class folder(s) {unknown} are not in the training classes {classes}"
-        )
+        raise DataError(f"{display_path(folder)}: class folder(s) {unknown} are not in the training classes {classes}")
     samples = []
     for label, name in enumerate(classes):
         files = sorted(_walk_files(folder / name)) if name in present else []

@@ -55,9 +55,7 @@ def download_file(url: str, dest: Path, *, progress: bool = True, timeout: float
     return _download(url, dest, progress=progress, timeout=timeout, advice=advice)
 
 
-def download_and_extract(
-    url: str, folder_name: str, root: Path | None = None, *, progress: bool = True
-) -> Path:
+def download_and_extract(url: str, folder_name: str, root: Path | None = None, *, progress: bool = True) -> Path:
     """Return ``root/folder_name``, downloading and extracting the zip at ``url`` if it is missing.
 
     An existing folder is returned without touching the network. Extraction happens in a
@@ -185,9 +183,7 @@ def _stream(
 
 
 @contextlib.contextmanager
-def _progress_bar(
-    enabled: bool, name: str, total: int | None, completed: int
-) -> Iterator[Callable[[int], None]]:
+def _progress_bar(enabled: bool, name: str, total: int | None, completed: int) -> Iterator[Callable[[int], None]]:
     """Yield an ``advance(nbytes)`` callback; a rich bar on stderr (so stdout stays clean) if enabled."""
     if not enabled:
         yield lambda _n: None

@@ -36,9 +36,7 @@ def _keep_batch(batch):
     return batch
 
 
-def make_loader(
-    decoded: DecodedImages, batch_size: int, shuffle: bool, transform=None, seed: int = 0
-) -> DataLoader:
+def make_loader(decoded: DecodedImages, batch_size: int, shuffle: bool, transform=None, seed: int = 0) -> DataLoader:
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(
         InMemoryImages(decoded, transform),

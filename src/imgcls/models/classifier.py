@@ -74,9 +74,7 @@ class ImageClassifier(nn.Module):
 
 def build_classifier(spec: ModelSpec) -> ImageClassifier:
     net = create_model(spec.architecture, spec.num_outputs, spec.channels, **spec.arch_args)
-    return ImageClassifier(
-        net, channel_stats(spec.mean, spec.channels), channel_stats(spec.std, spec.channels)
-    )
+    return ImageClassifier(net, channel_stats(spec.mean, spec.channels), channel_stats(spec.std, spec.channels))
 
 
 def probabilities(logits: torch.Tensor, output: str) -> torch.Tensor:
@@ -90,9 +88,7 @@ def probabilities(logits: torch.Tensor, output: str) -> torch.Tensor:
 def save_model(folder: Path, model: ImageClassifier, spec: ModelSpec) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(
-        state, str(folder / WEIGHTS_FILE), metadata={"format": "imgcls", "version": str(FORMAT_VERSION)}
-    )
+    save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "imgcls", "version": str(FORMAT_VERSION)})
     (folder / SPEC_FILE).write_text(spec.to_json())
 
 
@@ -107,9 +103,7 @@ def load_model(folder: Path) -> tuple[ImageClassifier, ModelSpec]:
     except (ValueError, TypeError) as error:
         raise ImgclsError(f"{spec_path}: not a valid model description ({error})") from None
     if spec.format_version > FORMAT_VERSION:
-        raise ImgclsError(
-            f"{spec_path}: made by a newer imgcls (format {spec.format_version}); upgrade imgcls"
-        )
+        raise ImgclsError(f"{spec_path}: made by a newer imgcls (format {spec.format_version}); upgrade imgcls")
     model = build_classifier(spec)
     model.load_state_dict(load_file(str(weights_path)), strict=True)
     return model.eval(), spec

@@ -57,9 +57,7 @@ class ResidualBlock(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
-@register_model(
-    "small-resnet", "A compact ResNet with batch norm for small datasets trained from scratch", 128
-)
+@register_model("small-resnet", "A compact ResNet with batch norm for small datasets trained from scratch", 128)
 def small_resnet(
     num_outputs: int = 2,
     in_channels: int = 3,
@@ -77,7 +75,5 @@ def small_resnet(
     for index, width in enumerate(widths):
         stages.append(ResidualBlock(channels, width, stride=1 if index == 0 else 2))
         channels = width
-    head = nn.Sequential(
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_outputs)
-    )
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_outputs))
     return nn.Sequential(stem, *stages, head)

@@ -30,9 +30,7 @@ class ModelEntry:
 _MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(
-    name: str, description: str, default_size: int = 224
-) -> Callable[[ModelBuilder], ModelBuilder]:
+def register_model(name: str, description: str, default_size: int = 224) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator: `@register_model("seed-basic-cnn", "...", 150)` above a builder function."""
 
     def decorate(builder: ModelBuilder) -> ModelBuilder:

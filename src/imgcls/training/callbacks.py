@@ -24,9 +24,7 @@ def read_history(path: Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     with path.open(newline="") as handle:
-        return [
-            {k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)
-        ]
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
 
 
 class HistoryWriter(L.Callback):
@@ -63,9 +61,7 @@ class HistoryWriter(L.Callback):
             "train_images_per_s": min(images, _dataset_size(trainer)) / seconds,
         }
         with self.path.open("a", newline="") as handle:
-            csv.DictWriter(handle, HISTORY_COLUMNS).writerow(
-                {k: _format(row.get(k)) for k in HISTORY_COLUMNS}
-            )
+            csv.DictWriter(handle, HISTORY_COLUMNS).writerow({k: _format(row.get(k)) for k in HISTORY_COLUMNS})
 
 
 def _dataset_size(trainer: L.Trainer) -> int:

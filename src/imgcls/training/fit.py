@@ -80,9 +80,7 @@ def resume(run: Path | str, progress: bool = True) -> Path:
 
 
 def newest_checkpoint(run: Path) -> Path | None:
-    candidates = [
-        p for p in (run / "checkpoints").glob("*.ckpt") if p.name in ("last.ckpt", "interrupted.ckpt")
-    ]
+    candidates = [p for p in (run / "checkpoints").glob("*.ckpt") if p.name in ("last.ckpt", "interrupted.ckpt")]
     return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
 
 
@@ -102,9 +100,7 @@ def _fit(run: Path, dataset: Dataset, recipe: Recipe, options: TrainOptions, ckp
         spec=dataclasses.asdict(spec),
         recipe=recipe.as_dict(),
         steps_per_epoch=len(train_loader),
-        class_weights=class_weights(decoded["train"], len(dataset.classes))
-        if options.class_weights
-        else None,
+        class_weights=class_weights(decoded["train"], len(dataset.classes)) if options.class_weights else None,
     )
     checkpoints = run / "checkpoints"
     callbacks: list[L.Callback] = [

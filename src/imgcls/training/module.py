@@ -94,9 +94,7 @@ class ClassifierModule(L.LightningModule):
         elif name == "adamw":
             optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=decay)
         elif name == "sgd":
-            optimizer = torch.optim.SGD(
-                params, lr=lr, momentum=recipe["momentum"], nesterov=True, weight_decay=decay
-            )
+            optimizer = torch.optim.SGD(params, lr=lr, momentum=recipe["momentum"], nesterov=True, weight_decay=decay)
         elif name == "rmsprop":
             optimizer = torch.optim.RMSprop(params, lr=lr, momentum=recipe["momentum"], weight_decay=decay)
         else:

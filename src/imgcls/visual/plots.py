@@ -32,9 +32,7 @@ def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") ->
     return path
 
 
-def plot_confusion(
-    matrix: list[list[int]], classes: list[str], path: Path, title: str = "Confusion matrix"
-) -> Path:
+def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, title: str = "Confusion matrix") -> Path:
     counts = np.asarray(matrix)
     side = max(4.5, 0.55 * len(classes) + 2.5)
     figure, axis = plt.subplots(figsize=(side + 1, side))
