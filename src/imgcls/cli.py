@@ -177,19 +177,15 @@ def recipes() -> None:
     """List the named recipes with their settings and expected results."""
     from imgcls.recipes import DEFAULT_RECIPE, list_recipes
 
-    table = Table("recipe", "model", "size", "epochs", "optimiser", "augment", "description / expected")
     for r in list_recipes():
-        marker = " (default)" if r.name == DEFAULT_RECIPE else ""
-        table.add_row(
-            r.name + marker,
-            r.model,
-            str(r.image_size),
-            str(r.epochs),
-            f"{r.optimizer} {r.lr:g}",
-            "yes" if r.augment.enabled else "no",
-            f"{r.description}\n[dim]{r.expected}[/dim]",
+        default = " [green](default)[/green]" if r.name == DEFAULT_RECIPE else ""
+        augment = "augmented" if r.augment.enabled else "no augmentation"
+        console.print(
+            f"[bold]{r.name}[/bold]{default}: {r.model}, {r.image_size} px, batch {r.batch_size}, {r.epochs} epochs, "
+            f"{r.optimizer} lr {r.lr:g} ({r.schedule}), {augment}",
+            soft_wrap=True,
         )
-    console.print(table)
+        console.print(f"    {r.description}\n    [dim]expected: {r.expected}[/dim]", soft_wrap=True)
 
 
 @app.command()
