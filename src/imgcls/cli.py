@@ -124,13 +124,16 @@ def predict(
     output_format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
     top_k: Annotated[int, typer.Option(help="Classes shown per image")] = 1,
     batch_size: Annotated[int, typer.Option(help="Images per batch")] = 64,
+    engine: Annotated[
+        str, typer.Option(help="torch, onnx (RUN/model.onnx, see imgcls export) or auto (onnx when up to date)")
+    ] = "auto",
 ) -> None:
     """Predict classes for images; unreadable files get an error row and a non-zero exit code."""
     from imgcls.inference import Classifier, expand_paths
 
     if output_format not in ("table", "csv", "json"):
         raise ImgclsError(f"--format {output_format!r}: use table, csv or json")
-    classifier = Classifier.load(run)
+    classifier = Classifier.load(run, engine=engine)
     predictions = classifier.predict(expand_paths(paths), batch_size=batch_size)
     k = max(1, min(top_k, len(classifier.classes)))
     if output_format == "json":
@@ -170,6 +173,22 @@ def predict(
     if failed:
         err_console.print(f"[red]{failed} of {len(predictions)} file(s) could not be read[/red]")
         raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    run: RunArg,
+    export_format: Annotated[str, typer.Option("--format", help="Export format (supported: onnx)")] = "onnx",
+    out: Annotated[Path | None, typer.Option(help="File to write (default: RUN/model.onnx)")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset version")] = 17,
+) -> None:
+    """Export the model: ONNX takes float32 NCHW pixels 0..255 and returns class probabilities;
+    OUT.json next to it describes the preprocessing. Prints the path written."""
+    from imgcls.export import export_model, sidecar_path
+
+    path = export_model(run, export_format, out, opset)
+    sys.stdout.write(f"{path}\n")
+    err_console.print(f"[dim]preprocessing and classes: {sidecar_path(path)}[/dim]", highlight=False, soft_wrap=True)
 
 
 @app.command()

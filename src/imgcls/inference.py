@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from imgcls.errors import ImgclsError
 from imgcls.evaluation import predict_probabilities
 from imgcls.models.classifier import ModelSpec, load_model
 from imgcls.runs import resolve_run
+
+if TYPE_CHECKING:
+    from imgcls.export import OnnxModule
 
 ImageInput = str | Path | Image.Image | np.ndarray
 
@@ -37,13 +41,24 @@ class Prediction:
 class Classifier:
     """Everything that predicts goes through here, so preprocessing matches training exactly."""
 
-    def __init__(self, model: torch.nn.Module, spec: ModelSpec):
+    def __init__(self, model: torch.nn.Module, spec: ModelSpec, onnx: OnnxModule | None = None):
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.spec = spec
+        self.onnx = onnx  # engine: when set, the forward runs RUN/model.onnx in ONNX Runtime
 
     @classmethod
-    def load(cls, run: Path | str) -> Classifier:
-        return cls(*load_model(resolve_run(run)))
+    def load(cls, run: Path | str, engine: str = "auto") -> Classifier:
+        """engine 'torch': eager PyTorch; 'onnx': RUN/model.onnx (from `imgcls export RUN`);
+        'auto': ONNX when RUN/model.onnx exists and is newer than model.safetensors, else torch."""
+        from imgcls.export import run_onnx_module
+
+        folder = resolve_run(run)
+        model, spec = load_model(folder)
+        return cls(model, spec, run_onnx_module(folder, spec, engine))
+
+    @property
+    def engine(self) -> str:
+        return "torch" if self.onnx is None else "onnx"
 
     @property
     def classes(self) -> list[str]:
@@ -77,7 +92,7 @@ class Classifier:
         results = [Prediction(source=_describe(item)) for item in items]
         if good:
             batch = torch.from_numpy(np.stack([decoded[i] for i in good])).permute(0, 3, 1, 2)
-            probs = predict_probabilities(self.model, self.spec.output, batch)
+            probs = self._probabilities(batch)
             for row, index in enumerate(good):
                 best = int(probs[row].argmax())
                 results[index].label = self.classes[best]
@@ -87,6 +102,12 @@ class Classifier:
             if isinstance(item, BadImageError):
                 results[index].error = item.reason
         return results
+
+    def _probabilities(self, batch: torch.Tensor) -> np.ndarray:
+        """(N, C, H, W) uint8 -> (N, n_classes): the only step that differs between the engines."""
+        if self.onnx is not None:
+            return self.onnx(batch).numpy()
+        return predict_probabilities(self.model, self.spec.output, batch)
 
 
 def expand_paths(patterns: Iterable[str | Path]) -> list[Path]:

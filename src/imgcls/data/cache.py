@@ -52,35 +52,55 @@ def cache_key(path: Path, settings: DecodeSettings) -> str | None:
     return hashlib.sha1(identity.encode()).hexdigest()
 
 
+class ArrayStore:
+    """`.npy` files named by key under `folder/<key[:2]>/`, written atomically (temp + rename).
+
+    A damaged entry reads as missing and a read-only or full disk only costs speed."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.npy"
+
+    def load(self, key: str) -> np.ndarray | None:
+        entry = self.path(key)
+        if not entry.exists():
+            return None
+        try:
+            return np.load(entry, allow_pickle=False)
+        except (OSError, ValueError, EOFError):  # np.load raises EOFError on an empty file
+            return None
+
+    def store(self, key: str, array: np.ndarray) -> None:
+        entry = self.path(key)
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=entry.parent, suffix=".tmp", delete=False) as handle:
+                np.save(handle, array, allow_pickle=False)
+            os.replace(handle.name, entry)
+        except OSError:
+            pass
+
+
 class ImageCache:
-    """Per-image `.npy` files under `root/<settings tag>/`, written atomically."""
+    """Decoded, resized uint8 images, one `.npy` per image under `root/<settings tag>/`."""
 
     def __init__(self, settings: DecodeSettings, root: Path | None = None, enabled: bool = True):
         self.settings = settings
         self.folder = (root or cache_dir() / "images") / settings.tag()
+        self.store = ArrayStore(self.folder)
         self.enabled = enabled
 
     def load(self, path: Path) -> np.ndarray:
         key = cache_key(path, self.settings) if self.enabled else None
-        cached = self.folder / key[:2] / f"{key}.npy" if key else None
-        if cached is not None and cached.exists():
-            try:
-                return np.load(cached, allow_pickle=False)
-            except (OSError, ValueError, EOFError):  # np.load raises EOFError on an empty file
-                pass  # a damaged cache entry is rebuilt below
-        array = load_image(path, self.settings.size, self.settings.channels, self.settings.policy)
+        cached = self.store.load(key) if key else None
         if cached is not None:
-            self._store(cached, array)
+            return cached
+        array = load_image(path, self.settings.size, self.settings.channels, self.settings.policy)
+        if key:
+            self.store.store(key, array)
         return array
-
-    def _store(self, target: Path, array: np.ndarray) -> None:
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".tmp", delete=False) as handle:
-                np.save(handle, array, allow_pickle=False)
-            os.replace(handle.name, target)
-        except OSError:
-            pass  # a read-only or full cache only costs speed
 
 
 def decode_all(

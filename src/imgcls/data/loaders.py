@@ -1,4 +1,4 @@
-"""Batches straight from the in-memory uint8 images: no per-epoch decoding, no float copies.
+"""Batches straight from in-memory tensors (uint8 images or cached features): no per-epoch decoding.
 
 `__getitems__` lets the DataLoader fetch a whole batch with one tensor index when no
 augmentation runs; with augmentation each image gets its own random transform (v2, uint8).
@@ -9,13 +9,11 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from imgcls.data.cache import DecodedImages
-
 
 class InMemoryImages(Dataset):
-    def __init__(self, decoded: DecodedImages, transform=None):
-        self.images = decoded.images
-        self.labels = decoded.labels
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None):
+        self.images = images
+        self.labels = labels
         self.transform = transform
 
     def __len__(self) -> int:
@@ -36,10 +34,12 @@ def _keep_batch(batch):
     return batch
 
 
-def make_loader(decoded: DecodedImages, batch_size: int, shuffle: bool, transform=None, seed: int = 0) -> DataLoader:
+def make_loader(
+    inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, transform=None, seed: int = 0
+) -> DataLoader:
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(
-        InMemoryImages(decoded, transform),
+        InMemoryImages(inputs, labels, transform),
         batch_size=batch_size,
         shuffle=shuffle,
         generator=generator,

@@ -65,4 +65,4 @@ def create_model(name: str, num_outputs: int, in_channels: int = 3, **kwargs) ->
 
 def _load_builtin_models() -> None:
     """Import the modules whose decorators fill the registry (lazily, to keep start-up fast)."""
-    from imgcls.models import cnn  # noqa: F401
+    from imgcls.models import cnn, transfer  # noqa: F401

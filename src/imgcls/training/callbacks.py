@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 
 HISTORY_COLUMNS = (
+    "stage",  # train | head (on cached features) | fine-tune
     "epoch",
     "loss",
     "accuracy",
@@ -20,25 +21,34 @@ HISTORY_COLUMNS = (
 )
 
 
-def read_history(path: Path) -> list[dict[str, float]]:
+def read_history(path: Path) -> list[dict]:
+    """Rows of history.csv: numbers as floats, `stage` as text."""
     if not path.is_file():
         return []
     with path.open(newline="") as handle:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
+        return [
+            {k: v if k == "stage" else float(v) for k, v in row.items() if v not in ("", None)}
+            for row in csv.DictReader(handle)
+        ]
 
 
 class HistoryWriter(L.Callback):
     """One row per finished epoch (rank 0 only); on resume, rows past the checkpoint are dropped."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, stage: str = "train"):
         self.path = path
+        self.stage = stage
         self._epoch_started = 0.0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_started = time.perf_counter()  # resuming mid-epoch skips on_train_epoch_start
         if not trainer.is_global_zero:
             return
-        kept = [row for row in read_history(self.path) if row["epoch"] < trainer.current_epoch]
+        kept = [
+            row
+            for row in read_history(self.path)
+            if row.get("stage", "train") != self.stage or row["epoch"] < trainer.current_epoch
+        ]
         with self.path.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, HISTORY_COLUMNS)
             writer.writeheader()
@@ -54,6 +64,7 @@ class HistoryWriter(L.Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in HISTORY_COLUMNS}
         images = trainer.num_training_batches * trainer.train_dataloader.batch_size * trainer.world_size
         row = {
+            "stage": self.stage,
             "epoch": trainer.current_epoch,
             **metrics,
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
@@ -68,7 +79,9 @@ def _dataset_size(trainer: L.Trainer) -> int:
     return len(trainer.train_dataloader.dataset)
 
 
-def _format(value: float | None) -> str:
+def _format(value: float | str | None) -> str:
     if value is None:
         return ""
+    if isinstance(value, str):
+        return value
     return str(int(value)) if float(value).is_integer() and abs(value) < 1e9 else f"{value:.6g}"

@@ -85,28 +85,54 @@ def newest_checkpoint(run: Path) -> Path | None:
 
 
 def _fit(run: Path, dataset: Dataset, recipe: Recipe, options: TrainOptions, ckpt_path: Path | None) -> Path:
+    if recipe.model == "transfer":
+        from imgcls.training.transfer import fit_transfer
+
+        return fit_transfer(run, dataset, recipe, options)
     L.seed_everything(options.seed, workers=True, verbose=False)
     decoded = decode_splits(dataset, recipe, run if _is_rank_zero() else None)
     spec = model_spec(recipe, dataset.classes)
-    train_loader = make_loader(
-        decoded["train"],
-        recipe.batch_size,
-        shuffle=True,
-        seed=options.seed,
-        transform=build_transform(recipe.augment, (recipe.image_size, recipe.image_size)),
-    )
-    val_loader = make_loader(decoded["val"], recipe.batch_size * 2, shuffle=False)
+    train_loader, val_loader = image_loaders(decoded, recipe, options.seed)
     module = ClassifierModule(
         spec=dataclasses.asdict(spec),
         recipe=recipe.as_dict(),
         steps_per_epoch=len(train_loader),
-        class_weights=class_weights(decoded["train"], len(dataset.classes)) if options.class_weights else None,
+        class_weights=class_weights(decoded["train"].labels, len(dataset.classes)) if options.class_weights else None,
     )
+    trainer = make_trainer(run, recipe, options, "train", recipe.epochs)
+    run_trainer(trainer, module, train_loader, val_loader, run, ckpt_path)
+    try:
+        if trainer.is_global_zero:
+            load_best(module, run / "checkpoints" / "best.ckpt")
+            split = "test" if "test" in decoded else "val"
+            probs = predict_probabilities(module.model.cpu(), spec.output, decoded[split].images)
+            finish_run(run, module.model, spec, probs, decoded[split].labels.numpy(), split)
+    finally:
+        trainer.strategy.barrier("imgcls-finish-run")  # DDP: other ranks return once the run is complete
+    return run
+
+
+def image_loaders(decoded: dict[str, DecodedImages], recipe: Recipe, seed: int):
+    transform = build_transform(recipe.augment, (recipe.image_size, recipe.image_size))
+    train = decoded["train"]
+    return (
+        make_loader(train.images, train.labels, recipe.batch_size, shuffle=True, seed=seed, transform=transform),
+        make_loader(decoded["val"].images, decoded["val"].labels, recipe.batch_size * 2, shuffle=False),
+    )
+
+
+def make_trainer(run: Path, recipe: Recipe, options: TrainOptions, stage: str, epochs: int) -> L.Trainer:
+    """A Trainer whose checkpoints are `<stage>-best/last.ckpt` ("best"/"last" for plain training)."""
+    prefix = "" if stage == "train" else f"{stage}-"
     checkpoints = run / "checkpoints"
+    best = ModelCheckpoint(
+        dirpath=checkpoints, filename=f"{prefix}best", monitor="val_loss", mode="min", save_last=True
+    )
+    best.CHECKPOINT_NAME_LAST = f"{prefix}last"
     callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_loss", mode="min", save_last=True),
-        OnExceptionCheckpoint(dirpath=checkpoints, filename="interrupted"),
-        HistoryWriter(run / "history.csv"),
+        best,
+        OnExceptionCheckpoint(dirpath=checkpoints, filename=f"{prefix}interrupted"),
+        HistoryWriter(run / "history.csv", stage),
     ]
     if recipe.early_stopping:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=recipe.early_stopping))
@@ -114,8 +140,8 @@ def _fit(run: Path, dataset: Dataset, recipe: Recipe, options: TrainOptions, ckp
         from lightning.pytorch.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar(leave=True))
-    trainer = L.Trainer(
-        max_epochs=recipe.epochs,
+    return L.Trainer(
+        max_epochs=epochs,
         accelerator=options.accelerator,
         devices=options.devices,
         num_nodes=options.num_nodes,
@@ -125,9 +151,11 @@ def _fit(run: Path, dataset: Dataset, recipe: Recipe, options: TrainOptions, ckp
         enable_progress_bar=options.progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        deterministic=False,
         default_root_dir=run,
     )
+
+
+def run_trainer(trainer: L.Trainer, module, train_loader, val_loader, run: Path, ckpt_path: Path | None) -> None:
     try:
         trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit:
@@ -136,12 +164,12 @@ def _fit(run: Path, dataset: Dataset, recipe: Recipe, options: TrainOptions, ckp
             raise
     if trainer.interrupted:
         raise ImgclsError(f"training interrupted; continue it with: imgcls train --resume {run}")
-    try:
-        if trainer.is_global_zero:
-            finish_run(run, module, spec, decoded, checkpoints / "best.ckpt")
-    finally:
-        trainer.strategy.barrier("imgcls-finish-run")  # DDP: other ranks return once the run is complete
-    return run
+
+
+def load_best(module: ClassifierModule, checkpoint: Path) -> None:
+    """The weights of the best epoch on val_loss (the seeds' ModelCheckpoint(save_best_only=True))."""
+    if checkpoint.is_file():
+        module.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"])
 
 
 def decode_splits(dataset: Dataset, recipe: Recipe, run: Path | None) -> dict[str, DecodedImages]:
@@ -151,20 +179,25 @@ def decode_splits(dataset: Dataset, recipe: Recipe, run: Path | None) -> dict[st
         name: decode_all([s.path for s in samples], [s.label for s in samples], settings)
         for name, samples in dataset.splits.items()
     }
-    skipped = [error for split in decoded.values() for error in split.skipped]
+    report_readable(dataset, {name: (split.labels, split.skipped) for name, split in decoded.items()}, run)
+    return decoded
+
+
+def report_readable(dataset: Dataset, splits: dict[str, tuple[torch.Tensor, list]], run: Path | None) -> None:
+    """Warn once about skipped files (listed in the run); stop if a split or class has nothing left."""
+    skipped = [error for _, split_skipped in splits.values() for error in split_skipped]
     if run is not None:
         runs.write_skipped(run, skipped)
     if skipped:
         where = f" (listed in {run / 'skipped_files.txt'})" if run is not None else ""
         log.warning("skipped %d unreadable image file(s)%s, e.g. %s", len(skipped), where, skipped[0])
-    for name, split in decoded.items():
-        if len(split.labels) == 0:
+    for name, (labels, _) in splits.items():
+        if len(labels) == 0:
             raise DataError(f"{display_path(dataset.root)}: no readable images in the {name} split")
-    present = set(decoded["train"].labels.tolist())
+    present = set(splits["train"][0].tolist())
     missing = [c for k, c in enumerate(dataset.classes) if k not in present]
     if missing:
         raise DataError(f"{display_path(dataset.root)}: no readable training images for class(es) {missing}")
-    return decoded
 
 
 def model_spec(recipe: Recipe, classes: list[str]) -> ModelSpec:
@@ -185,26 +218,18 @@ def model_spec(recipe: Recipe, classes: list[str]) -> ModelSpec:
     )
 
 
-def class_weights(train: DecodedImages, n_classes: int) -> list[float]:
+def class_weights(labels: torch.Tensor, n_classes: int) -> list[float]:
     """Inverse frequency, normalised so a balanced dataset gets weight 1 everywhere."""
-    counts = Counter(train.labels.tolist())
+    counts = Counter(labels.tolist())
     total = sum(counts.values())
     return [total / (n_classes * max(counts.get(k, 0), 1)) for k in range(n_classes)]
 
 
-def finish_run(
-    run: Path, module: ClassifierModule, spec: ModelSpec, decoded: dict[str, DecodedImages], best: Path
-) -> None:
-    """Best weights to safetensors, evaluation on test (else val), curves and confusion plots."""
-    if best.is_file():
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
-    model = module.model.cpu().eval()
-    split = "test" if "test" in decoded else "val"
-    probs = predict_probabilities(model, spec.output, decoded[split].images)
-    metrics = {"split": split, **classification_metrics(probs, decoded[split].labels.numpy(), spec.classes)}
+def finish_run(run: Path, model: torch.nn.Module, spec: ModelSpec, probs, labels, split: str) -> None:
+    """Model files (safetensors + JSON), metrics on test (else val), curves and confusion plots."""
+    metrics = {"split": split, **classification_metrics(probs, labels, spec.classes)}
     spec.metrics = {"accuracy": metrics["accuracy"], "loss": metrics["loss"], "split": split}
-    save_model(run, model, spec)
+    save_model(run, model.cpu().eval(), spec)
     runs.write_json(run / "metrics.json", metrics)
     history = read_history(run / "history.csv")
     if history:

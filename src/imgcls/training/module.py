@@ -11,10 +11,12 @@ import torch.nn.functional as F
 
 from imgcls.models.classifier import ModelSpec, build_classifier
 
+STAGES = ("train", "head", "fine-tune")  # whole network | head on cached features | unfrozen backbone
+
 
 class ClassifierModule(L.LightningModule):
     """Trains an `ImageClassifier`; `spec` and `recipe` are plain dicts so checkpoints load
-    with `weights_only=True`."""
+    with `weights_only=True`. In stage "head" the batches are cached backbone features."""
 
     def __init__(
         self,
@@ -22,18 +24,28 @@ class ClassifierModule(L.LightningModule):
         recipe: dict[str, Any],
         steps_per_epoch: int,
         class_weights: list[float] | None = None,
+        stage: str = "train",
     ):
         super().__init__()
         self.save_hyperparameters()
         self.spec = ModelSpec.from_dict(spec)
         self.recipe = recipe
+        self.stage = stage
         self.model = build_classifier(self.spec).to(memory_format=torch.channels_last)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
         self._step_started = time.perf_counter()
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model(pixels.contiguous(memory_format=torch.channels_last))
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.stage == "head":
+            return self.model.net.head(batch)
+        return self.model(batch.contiguous(memory_format=torch.channels_last))
+
+    def on_train_epoch_start(self) -> None:
+        if self.stage == "fine-tune":  # frozen parts keep their ImageNet batch-norm statistics
+            from imgcls.models.backbones import freeze_batchnorm_stats
+
+            freeze_batchnorm_stats(self.model.net.backbone)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         smoothing = self.recipe["label_smoothing"]
@@ -87,8 +99,11 @@ class ClassifierModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         recipe = self.recipe
-        params = [p for p in self.parameters() if p.requires_grad]
+        trained = self.model.net.head if self.stage == "head" else self.model
+        params = [p for p in trained.parameters() if p.requires_grad]
         name, lr, decay = recipe["optimizer"], recipe["lr"], recipe["weight_decay"]
+        if self.stage == "fine-tune":
+            name, lr = recipe["fine_tune_optimizer"], recipe["fine_tune_lr"]
         if name == "adam":
             optimizer = torch.optim.Adam(params, lr=lr, weight_decay=decay)
         elif name == "adamw":
@@ -99,15 +114,17 @@ class ClassifierModule(L.LightningModule):
             optimizer = torch.optim.RMSprop(params, lr=lr, momentum=recipe["momentum"], weight_decay=decay)
         else:
             raise ValueError(f"unknown optimizer {name!r}: use adam, adamw, sgd or rmsprop")
-        total_steps = max(1, recipe["epochs"] * self.hparams.steps_per_epoch)
-        if recipe["schedule"] == "onecycle":
+        epochs = recipe["fine_tune_epochs"] if self.stage == "fine-tune" else recipe["epochs"]
+        total_steps = max(1, epochs * self.hparams.steps_per_epoch)
+        schedule = recipe["fine_tune_schedule"] if self.stage == "fine-tune" else recipe["schedule"]
+        if schedule == "onecycle":
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer, max_lr=lr, total_steps=total_steps, pct_start=recipe["warmup_fraction"]
             )
-        elif recipe["schedule"] == "cosine":
+        elif schedule == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-        elif recipe["schedule"] == "constant":
+        elif schedule == "constant":
             return {"optimizer": optimizer}
         else:
-            raise ValueError(f"unknown schedule {recipe['schedule']!r}: use constant, onecycle or cosine")
+            raise ValueError(f"unknown schedule {schedule!r}: use constant, onecycle or cosine")
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

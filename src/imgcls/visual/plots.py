@@ -13,12 +13,16 @@ import numpy as np  # noqa: E402
 
 def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
     """Accuracy and loss, training vs validation, side by side (seeds 003/004)."""
-    epochs = [int(row["epoch"]) + 1 for row in history]
+    epochs = list(range(1, len(history) + 1))  # stages (head, fine-tune) follow one another
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for axis, metric, label in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss")):
         for key, name in ((metric, "Training"), (f"val_{metric}", "Validation")):
             values = [row.get(key, np.nan) for row in history]
             axis.plot(epochs, values, marker="o", markersize=3, label=f"{name} {label.lower()}")
+        stages = [row.get("stage", "train") for row in history]
+        for index in range(1, len(stages)):
+            if stages[index] != stages[index - 1]:
+                axis.axvline(index + 0.5, color="grey", linestyle=":", label=f"start of {stages[index]}")
         axis.set_title(f"Training and validation {label.lower()}")
         axis.set_xlabel("Epoch")
         axis.set_ylabel(label)

@@ -1,0 +1,154 @@
+"""Frozen-backbone features, computed once per image, view, backbone and size, then cached on disk.
+
+View 0 is the plain image; views 1..K-1 are augmented copies whose randomness is seeded by
+the image and the view index, so view v of an image is the same tensor in every run and a
+larger K only computes the views that are missing. This is how cached features and
+augmentation go together (seed 003 says they cannot).
+
+Cache key = the image's identity (path, size, mtime) + a fingerprint of the backbone's
+weights + input size + resize policy + the augmentation settings. Anything else changed
+misses the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from imgcls.augment import Augment, build_transform
+from imgcls.data.cache import ArrayStore, DecodeSettings, ImageCache, cache_key
+from imgcls.data.decode import BadImageError
+from imgcls.data.download import cache_dir
+
+FEATURE_VERSION = 1
+
+
+@dataclass
+class FeatureSet:
+    """(N, V, *feature_shape) float32 features of N readable images and V views each."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    paths: list[Path]
+    skipped: list[BadImageError]
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """sha1 over every tensor of the module: different weights never share cached features."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class FeatureExtractor:
+    """Runs a frozen backbone over images (through ONNX Runtime when possible) with a disk cache."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        decode: DecodeSettings,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        augment: Augment = Augment(),
+        engine: str = "onnx",
+        batch_size: int = 32,
+    ):
+        self.backbone = backbone.eval()
+        self.decode = decode
+        self.images = ImageCache(decode)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255
+        self.augment = build_transform(augment, decode.size)
+        self.batch_size = batch_size
+        identity = {
+            "v": FEATURE_VERSION,
+            "weights": weights_fingerprint(self.backbone),
+            "decode": decode.tag(),
+            "mean": list(mean),
+            "std": list(std),
+            "augment": augment.as_dict(),
+        }
+        self.tag = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+        self.store = ArrayStore(cache_dir() / "features" / self.tag)
+        self.forward = self._make_forward(engine)
+
+    def _make_forward(self, engine: str):
+        example = torch.zeros(1, self.decode.channels, *self.decode.size)
+        if engine == "onnx":
+            try:
+                from imgcls.export import onnx_session_for
+
+                session = onnx_session_for(self.backbone, example, f"backbone-{self.tag}")
+                return lambda batch: session(batch)
+            except Exception as error:  # an exporter gap must not stop training: fall back to PyTorch
+                import logging
+
+                logging.getLogger("imgcls").warning("ONNX export failed (%s); using PyTorch", error)
+        module = self.backbone.to(memory_format=torch.channels_last)
+        return lambda batch: module(batch.contiguous(memory_format=torch.channels_last))
+
+    def extract(self, paths: list[Path], labels: list[int], views: int = 1) -> FeatureSet:
+        stored: dict[int, np.ndarray] = {}
+        todo: list[tuple[int, int]] = []  # (image index, view index)
+        skipped: list[BadImageError] = []
+        for index, path in enumerate(paths):
+            cached = self._load(path)
+            have = 0 if cached is None else len(cached)
+            if cached is not None:
+                stored[index] = cached[:views]
+            todo += [(index, view) for view in range(have, views)]
+        bad: set[int] = set()
+        for start in range(0, len(todo), self.batch_size):
+            chunk = [(i, v) for i, v in todo[start : start + self.batch_size] if i not in bad]
+            pixels, kept = [], []
+            for index, view in chunk:
+                try:
+                    pixels.append(self._view(paths[index], view))
+                    kept.append((index, view))
+                except BadImageError as error:
+                    bad.add(index)
+                    skipped.append(error)
+            if not kept:
+                continue
+            with torch.inference_mode():
+                batch = (torch.stack(pixels).float() - self.mean) / self.std
+                output = self.forward(batch).float().numpy()
+            for (index, view), row in zip(kept, output, strict=True):
+                previous = stored.get(index, np.zeros((0, *row.shape), np.float16))
+                stored[index] = np.concatenate([previous[:view], row[None].astype(np.float16)])
+                if view == views - 1:
+                    self._store(paths[index], stored[index])
+        good = [i for i in range(len(paths)) if i not in bad and i in stored]
+        return FeatureSet(
+            features=torch.from_numpy(np.stack([stored[i] for i in good]).astype(np.float32))
+            if good
+            else torch.zeros(0),
+            labels=torch.tensor([labels[i] for i in good], dtype=torch.long),
+            paths=[paths[i] for i in good],
+            skipped=skipped,
+        )
+
+    def _view(self, path: Path, view: int) -> torch.Tensor:
+        image = torch.from_numpy(self.images.load(path)).permute(2, 0, 1).contiguous()
+        if view == 0 or self.augment is None:
+            return image
+        key = cache_key(path, self.decode) or str(path)
+        torch.manual_seed(int(key[:8], 16) * 1000 + view)  # view v of this image is always the same
+        return self.augment(image)
+
+    def _load(self, path: Path) -> np.ndarray | None:
+        key = cache_key(path, self.decode)
+        return self.store.load(key) if key else None
+
+    def _store(self, path: Path, features: np.ndarray) -> None:
+        key = cache_key(path, self.decode)
+        if key:
+            self.store.store(key, features)
