@@ -213,6 +213,8 @@ def onnx_session_for(module: nn.Module, example: torch.Tensor, key: str, opset: 
     count = 1 if isinstance(outputs, torch.Tensor) else len(outputs)
     names = ["output"] if count == 1 else [f"output{i}" for i in range(count)]
     path.parent.mkdir(parents=True, exist_ok=True)
+    if example.shape[0] == 1:  # trace with a batch of 2 so that no shape gets specialised to 1
+        example = torch.cat([example, example])
     _export(module, example, path, names, opset, {"imgcls.fingerprint": fingerprint}, "input")
     return OnnxModule(path)
 
