@@ -137,7 +137,7 @@ class FeatureExtractor:
         )
 
     def _view(self, path: Path, view: int) -> torch.Tensor:
-        image = torch.from_numpy(self.images.load(path)).permute(2, 0, 1).contiguous()
+        image = torch.tensor(self.images.load(path)).permute(2, 0, 1).contiguous()
         if view == 0 or self.augment is None:
             return image
         key = cache_key(path, self.decode) or str(path)

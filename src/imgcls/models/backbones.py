@@ -17,6 +17,7 @@ frozen blocks keep their running statistics (`freeze_batchnorm_stats`).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,7 @@ def _create_timm(name: str, arch: str, **kwargs) -> tuple[nn.Module, BackboneInf
         if "Unknown model" not in str(exc):
             raise
         base = arch.split(".", 1)[0]
-        close = timm.list_models(f"*{base}*")[:8]
+        close = difflib.get_close_matches(base, timm.list_models(), n=6, cutoff=0.75)
         hint = f" Similar timm models: {', '.join(close)}." if close else ""
         raise ImgclsError(f"timm has no model named {arch!r} (backbone {name!r}).{hint} Forms: {FORMS}.") from exc
     cfg = timm.data.resolve_model_data_config(model)

