@@ -46,6 +46,23 @@ def train(
     val_split: Annotated[float | None, typer.Option(help="Share held out when DATA has no val/ folder")] = None,
     early_stopping: Annotated[int | None, typer.Option(help="Patience in epochs on val_loss (0 = off)")] = None,
     class_weights: Annotated[str | None, typer.Option(help="'auto': weigh classes by inverse frequency")] = None,
+    backbone: Annotated[
+        str | None, typer.Option(help="Transfer recipes: efficientnet_lite0, timm/NAME, torchvision/NAME")
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="Transfer recipes: 'imagenet' or a .pth/.pt/.safetensors/.h5 file")
+    ] = None,
+    views: Annotated[
+        int | None, typer.Option(help="Cached feature views per training image (1 plain + augmented)")
+    ] = None,
+    fine_tune: Annotated[
+        bool | None, typer.Option("--fine-tune/--no-fine-tune", help="Stage 2: unfreeze part of the backbone")
+    ] = None,
+    unfreeze_from: Annotated[
+        str | None, typer.Option(help="'last:N' blocks, a layer name (e.g. mixed6: unfreeze what follows), 'all'")
+    ] = None,
+    fine_tune_epochs: Annotated[int | None, typer.Option(help="Epochs of stage 2")] = None,
+    fine_tune_lr: Annotated[float | None, typer.Option(help="Learning rate of stage 2")] = None,
     out: Annotated[Path, typer.Option(help="Folder that holds run folders")] = Path("runs"),
     name: Annotated[str | None, typer.Option(help="Run name (default: the recipe's); never overwritten")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (split, init, order, augmentation)")] = 0,
@@ -59,7 +76,7 @@ def train(
 ) -> None:
     """Train a recipe on DATA; writes a run folder with the model, history, curves and metrics."""
     from imgcls.augment import Augment
-    from imgcls.recipes import DEFAULT_RECIPE, SEED_AUGMENT, get_recipe
+    from imgcls.recipes import DEFAULT_RECIPE, SEED_AUGMENT, get_recipe, with_backbone
     from imgcls.training.fit import TrainOptions, _is_rank_zero
     from imgcls.training.fit import resume as resume_run
     from imgcls.training.fit import train as fit
@@ -83,7 +100,17 @@ def train(
             val_split=val_split,
             early_stopping=early_stopping,
             augment=augmentation,
+            weights=weights,
+            views=views,
+            fine_tune=fine_tune,
+            unfreeze=unfreeze_from,
+            fine_tune_epochs=fine_tune_epochs,
+            fine_tune_lr=fine_tune_lr,
         )
+        if backbone:
+            if chosen.model != "transfer":
+                raise ImgclsError(f"--backbone needs a transfer recipe; {chosen.name} trains {chosen.model}")
+            chosen = with_backbone(chosen, backbone).override(image_size=image_size)
         options = TrainOptions(
             out=out,
             name=name,

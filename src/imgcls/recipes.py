@@ -82,6 +82,20 @@ class Recipe:
         return cls(**values)
 
 
+def with_backbone(recipe: Recipe, backbone: str) -> Recipe:
+    """A transfer recipe on another backbone, fed the way that backbone was trained (size, mean, std)."""
+    from imgcls.models.backbones import create_backbone
+
+    _, info = create_backbone(backbone)
+    return recipe.override(
+        model_args={**recipe.model_args, "backbone": backbone},
+        image_size=info.input_size,
+        mean=tuple(info.mean),
+        std=tuple(info.std),
+        resize=info.resize,
+    )
+
+
 _RECIPES: dict[str, Recipe] = {}
 
 

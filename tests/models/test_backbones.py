@@ -180,3 +180,16 @@ def test_frozen_batchnorm_statistics_do_not_move(lite0):
     assert all(m.training for m in bns.values())
     set_trainable(backbone, None)
     backbone.eval()
+
+
+def test_real_keras_inception_unfreezes_like_keras_layers_after():
+    pytest.importorskip("imgcls.models.keras_apps")
+    model, _ = create_backbone("keras/inception_v3")
+    names = block_names(model)
+    assert names[0] == "stem" and names[-1] == "mixed10"
+    assert set_trainable(model, "mixed6") == ["mixed7", "mixed8", "mixed9", "mixed10"]
+    ours = trainable(model)
+    model.set_trainable(model.layers_after("mixed6"))  # keras_apps' own Keras-layer semantics
+    assert ours == trainable(model) and len(ours) > 0
+    assert set_trainable(model, "conv2d_85") == ["mixed10"]  # a Keras layer that is not a block name
+    assert trainable(model) < ours

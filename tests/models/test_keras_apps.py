@@ -304,6 +304,32 @@ def test_vgg16_last_four_layers_and_trainable() -> None:
     assert cut.output_layer == "block4_pool" and cut_info.feature_shape == (512, 14, 14)
 
 
+@pytest.mark.parametrize(("name", "cut"), [("vgg16", None), ("resnet50", "conv3"), ("inception_v3", "mixed7")])
+def test_blocks_are_submodules_holding_their_layers(name: str, cut: str | None) -> None:
+    with torch.device("meta"):
+        model, _ = create_keras_backbone(name, cut=cut)
+    seen = set()
+    for block in model.block_names():
+        params = {id(p) for p in model.get_submodule(block).parameters()}
+        expected = {id(p) for layer in model.block_layers(block) for p in model.get_layer(layer).parameters()}
+        assert params == expected and params, block
+        seen |= params
+    assert seen == {id(p) for p in model.parameters()}
+
+
+def test_backbones_set_trainable_after_mixed6() -> None:
+    from imgcls.models.backbones import block_names, set_trainable
+
+    with torch.device("meta"):
+        model, _ = create_keras_backbone("inception_v3", cut="mixed7")
+    assert block_names(model) == model.block_names()
+    assert set_trainable(model, "mixed6") == ["mixed7"]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters() if n.startswith("mixed7.")}
+    assert {"mixed7.conv2d_60.weight", "mixed7.conv2d_69.weight"} <= trainable  # mixed7: the 61st..70th convs
+    assert "mixed6.conv2d_59.weight" in dict(model.named_parameters()) and "mixed6.conv2d_59.weight" not in trainable
+
+
 def test_frozen_batchnorm_runs_in_inference_mode() -> None:
     model, _ = create_keras_backbone("inception_v3", cut="stem")
     model.set_trainable(model.layers_after("activation_3"))  # only the last conv/bn of the stem train

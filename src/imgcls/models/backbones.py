@@ -181,15 +181,15 @@ def load_pretrained(name: str, backbone: nn.Module, weights: str | Path | None =
         if kind == "timm":
             return _load_timm_imagenet(name.strip(), arch, backbone)
         if kind == "torchvision":
-            what = f"{name.strip()}"
-            state, weights_name = weight_sources.torchvision_pretrained_state(arch.lower(), what)
+            state, weights_name = weight_sources.torchvision_pretrained_state(arch.lower(), name.strip())
             return weight_sources.apply_state_dict(backbone, state, f"torchvision {weights_name}")
         keras_apps = _keras_apps()
         loader = getattr(keras_apps, "load_keras_imagenet", None)
         if loader is None:
             raise ImgclsError(
                 f"ImageNet weights for {name} are not downloaded automatically: pass `--weights FILE.h5` with "
-                "the Keras Applications weights file (e.g. inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5)."
+                f"the Keras Applications weights file ({arch.lower()}_weights_tf_dim_ordering_tf_kernels_notop.h5, "
+                "from a machine with internet access or a Keras cache, ~/.keras/models)."
             )
         return str(loader(backbone, arch))
     path = Path(weights).expanduser()
@@ -245,7 +245,19 @@ def _load_timm_imagenet(name: str, arch: str, backbone: nn.Module) -> str:
 
 def _block_params(backbone: nn.Module) -> list[tuple[str, list[str]]]:
     """Ordered coarse blocks as (name, parameter names)."""
-    if callable(getattr(backbone, "block_names", None)):
+    if callable(getattr(backbone, "block_names", None)):  # keras_apps: blocks of Keras layers
+        if callable(getattr(backbone, "block_layers", None)):
+            return [
+                (
+                    name,
+                    [
+                        n
+                        for layer in backbone.block_layers(name)
+                        for n in _params_of(backbone, _find_submodule(backbone, layer))
+                    ],
+                )
+                for name in backbone.block_names()
+            ]
         return [(name, _params_of(backbone, _find_submodule(backbone, name))) for name in backbone.block_names()]
     if callable(getattr(backbone, "group_matcher", None)):  # timm
         from timm.models import group_parameters
@@ -352,6 +364,8 @@ def set_trainable(backbone: nn.Module, unfreeze: str | None) -> list[str]:
         start = max(len(blocks) - int(count), 0) if int(count) else len(blocks)
     else:
         index = _block_index(choice, names)
+        if index is None and _is_keras_layer(backbone, choice):  # any Keras layer name: the layers after it
+            return _unfreeze_after_keras_layer(backbone, blocks, choice)
         if index is None:
             raise ImgclsError(
                 f"--unfreeze {choice!r}: no such block. Use none, all, last:N, or one of: {', '.join(names)}."
@@ -363,6 +377,21 @@ def set_trainable(backbone: nn.Module, unfreeze: str | None) -> list[str]:
         for param_name in param_names:
             params[param_name].requires_grad_(True)
     return names[start:]
+
+
+def _is_keras_layer(backbone: nn.Module, name: str) -> bool:
+    layer_names = getattr(backbone, "layer_names", None)
+    return callable(layer_names) and callable(getattr(backbone, "layers_after", None)) and name in layer_names()
+
+
+def _unfreeze_after_keras_layer(backbone: nn.Module, blocks: list[tuple[str, list[str]]], layer: str) -> list[str]:
+    """Keras ``for l in model.layers[after layer]: l.trainable = True``; returns the blocks touched."""
+    params = dict(backbone.named_parameters())
+    for layer_name in backbone.layers_after(layer):
+        if layer_name in getattr(backbone, "layers", {}):
+            for parameter in backbone.layers[layer_name].parameters():
+                parameter.requires_grad_(True)
+    return [name for name, param_names in blocks if any(params[n].requires_grad for n in param_names)]
 
 
 def _block_index(choice: str, names: list[str]) -> int | None:

@@ -492,10 +492,12 @@ def _keras_order(layers: dict[str, _Layer], output: str) -> list[str]:
 
 
 class KerasApplication(nn.Module):
-    """A Keras Application (notop) run layer by layer; `self.layers[keras_name]` is each layer.
+    """A Keras Application (notop) run layer by layer, with Keras names.
 
     Maps normalised RGB images (B, 3, H, W) to the output of the `cut` layer (B, C, h, w), or
-    (B, C) with `pooling`. Parameters are named after Keras: `layers.block5_conv3.weight`.
+    (B, C) with `pooling`. Each coarse block is a submodule named after it, holding its Keras layers
+    by Keras name: `model.block5.block5_conv3`, `model.mixed7.conv2d_64`, `model.conv2_block1.conv2_block1_1_conv`
+    (state_dict keys `block5.block5_conv3.weight`, ...); `model.layers[keras_name]` finds any layer.
     """
 
     def __init__(self, arch: str, cut: str | None = None, pooling: str | None = None) -> None:
@@ -513,25 +515,12 @@ class KerasApplication(nn.Module):
         needed = _ancestors(graph, self.output_layer)
         self._spec = spec
         self._needed = [n for n in graph if n in needed]  # creation order
-        self.layers = nn.ModuleDict({n: graph[n].make_module() for n in self._needed if graph[n].kind != "input"})
-        self.pool = _GlobalPool(pooling) if pooling else None
-        # execution plan: (layer, its inputs, tensors no longer needed after it)
-        last_use = {}
-        for step, name in enumerate(self._needed):
-            for parent in graph[name].inputs:
-                last_use[parent] = step
-        self._plan = []
-        for step, name in enumerate(self._needed):
-            if graph[name].kind == "input":
-                continue
-            free = tuple(p for p in dict.fromkeys(graph[name].inputs) if last_use[p] == step)
-            self._plan.append((name, graph[name].inputs, free))
         self._input = "input_1"
         # block of each layer, by creation order (every block output is a cut vertex of the graph)
         self._blocks: list[str] = []
         self._block_of: dict[str, str] = {}
         pending: list[str] = []
-        outputs = dict((out, blk) for blk, out in spec.blocks)
+        outputs = {out: blk for blk, out in spec.blocks}
         for name in self._needed:
             if graph[name].kind == "input":
                 continue
@@ -541,6 +530,31 @@ class KerasApplication(nn.Module):
                 self._blocks.append(block)
                 self._block_of.update((p, block) for p in pending)
                 pending = []
+        # one submodule per block (so `get_submodule(block)` holds exactly its parameters)
+        self._layer_index: dict[str, nn.Module] = {}
+        for block in self._blocks:
+            if hasattr(type(self), block) or block in self.__dict__:
+                raise ValueError(f"block name {block} clashes with an attribute")
+            layers = nn.ModuleDict({n: graph[n].make_module() for n in self._needed if self._block_of.get(n) == block})
+            self.add_module(block, layers)
+            self._layer_index.update(layers.items())
+        self.pool = _GlobalPool(pooling) if pooling else None
+        # execution plan: (block, layer, its inputs, tensors no longer needed after it)
+        last_use = {}
+        for step, name in enumerate(self._needed):
+            for parent in graph[name].inputs:
+                last_use[parent] = step
+        self._plan = []
+        for step, name in enumerate(self._needed):
+            if graph[name].kind == "input":
+                continue
+            free = tuple(p for p in dict.fromkeys(graph[name].inputs) if last_use[p] == step)
+            self._plan.append((self._block_of[name], name, graph[name].inputs, free))
+
+    @property
+    def layers(self) -> dict[str, nn.Module]:
+        """Every Keras layer of this (cut) model by Keras name, in creation order (the input excepted)."""
+        return self._layer_index
 
     @staticmethod
     def _block_after(spec: _Arch, done: list[str]) -> str:
@@ -567,8 +581,8 @@ class KerasApplication(nn.Module):
         if self.flip_to_bgr:
             x = x.flip(1)  # RGB -> BGR, as Keras 'caffe' preprocessing fed the weights
         values = {self._input: x}
-        for name, inputs, free in self._plan:
-            values[name] = self.layers[name](*[values[i] for i in inputs])
+        for block, name, inputs, free in self._plan:
+            values[name] = self._modules[block][name](*[values[i] for i in inputs])
             for f in free:
                 del values[f]
         out = values[self.output_layer]
@@ -605,7 +619,12 @@ class KerasApplication(nn.Module):
     # -- Keras names
     def block_names(self) -> list[str]:
         """Coarse blocks in order (VGG block1..block5; ResNet conv1, conv2_block1..conv5_block3;
-        InceptionV3 stem, mixed0..mixed10), up to the cut."""
+        InceptionV3 stem, mixed0..mixed10), up to the cut.
+
+        Each is a submodule (`get_submodule(block)`) holding exactly that block's layers, as
+        `imgcls.models.backbones.set_trainable` expects: unfreezing "after mixed6" (seed 000) trains
+        mixed7 on; Keras `layers[-4:]` of VGG16 notop (seed 002) is all of block5, i.e. `last:1` in blocks.
+        """
         return list(self._blocks)
 
     def block_of(self, layer: str) -> str:
