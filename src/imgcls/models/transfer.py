@@ -37,6 +37,8 @@ class TransferNet(nn.Module):
         self.head = head
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[1] == 1:  # grayscale photos: the RGB backbone sees three equal channels
+            images = images.expand(-1, 3, -1, -1)
         return self.head(self.backbone(images))
 
 
@@ -52,8 +54,8 @@ def transfer(
 ) -> TransferNet:
     from imgcls.models.backbones import create_backbone
 
-    if in_channels != 3:
-        raise ValueError("pretrained backbones take RGB input (channels=3)")
+    if in_channels not in (1, 3):
+        raise ValueError(f"pretrained backbones take RGB or grayscale input, not {in_channels} channels")
     body, _ = create_backbone(backbone, **(backbone_args or {}))
     return TransferNet(body, make_head(feature_shape(body, image_size), num_outputs, hidden, dropout))
 
