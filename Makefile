@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= cats-vs-dogs
-RECIPE ?= scratch
+RECIPE ?= transfer
 ARGS ?=
 
 .PHONY: demo test lint install bench clean-venv

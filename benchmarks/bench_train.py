@@ -41,7 +41,7 @@ def main() -> None:
     metrics = imgcls.load(run).spec.metrics
     later = [row["seconds"] for row in history[1:]]
     write_result(
-        f"train-{args.recipe}",
+        f"train-{args.recipe}" + ("-warm-cache" if args.warm_cache else ""),
         {
             "data": str(data),
             "run": str(run),

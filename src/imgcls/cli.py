@@ -289,15 +289,17 @@ def _print_run_result(run: Path) -> None:
         f"Run folder: [bold]{run}[/bold]  (model.safetensors, history.csv, curves.png, metrics.json)",
         soft_wrap=True,
     )
+    _print_metrics(metrics, with_headline=False)
     console.print(f"Next: imgcls evaluate {run}   |   imgcls predict {run} PHOTO.jpg", soft_wrap=True)
 
 
-def _print_metrics(metrics: dict) -> None:
-    console.print(
-        f"[bold]{metrics['n_images']}[/bold] images ({metrics.get('data', '')}): accuracy "
-        f"[bold]{metrics['accuracy']:.2%}[/bold], loss {metrics['loss']:.4f}"
-        + (f", ROC AUC {metrics['roc_auc']:.4f}" if "roc_auc" in metrics else "")
-    )
+def _print_metrics(metrics: dict, with_headline: bool = True) -> None:
+    if with_headline:
+        console.print(
+            f"[bold]{metrics['n_images']}[/bold] images ({metrics.get('data', '')}): accuracy "
+            f"[bold]{metrics['accuracy']:.2%}[/bold], loss {metrics['loss']:.4f}"
+            + (f", ROC AUC {metrics['roc_auc']:.4f}" if "roc_auc" in metrics else "")
+        )
     table = Table("class", "precision", "recall", "F1", "support")
     for name, row in metrics["per_class"].items():
         table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))

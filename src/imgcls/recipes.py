@@ -197,3 +197,81 @@ register_recipe(
         fine_tune_schedule="cosine",
     )
 )
+
+register_recipe(
+    Recipe(
+        name="seed-inception-v3",
+        description="Seed 000: InceptionV3 cut at mixed7, Flatten-Dense 1024-Dropout 0.2-1; fine-tune after mixed6",
+        expected="needs ImageNet weights (inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5 or online)",
+        model="transfer",
+        model_args={
+            "backbone": "keras/inception_v3",
+            "backbone_args": {"cut": "mixed7"},
+            "hidden": 1024,
+            "dropout": 0.2,
+        },
+        weights="imagenet",
+        image_size=150,
+        resize="squash",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        batch_size=20,
+        epochs=10,
+        optimizer="rmsprop",
+        lr=1e-4,
+        momentum=0.0,
+        augment=SEED_AUGMENT,
+        views=2,
+        unfreeze="mixed6",
+        fine_tune_epochs=2,
+        fine_tune_optimizer="sgd",
+        fine_tune_lr=1e-5,
+    )
+)
+
+register_recipe(
+    Recipe(
+        name="seed-vgg16",
+        description="Seed 003: VGG16 features, Flatten-Dense 256-Dropout 0.5-1, RMSprop; fine-tune block5 at 1e-5",
+        expected="needs ImageNet weights (vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 or online)",
+        model="transfer",
+        model_args={"backbone": "keras/vgg16", "hidden": 256, "dropout": 0.5},
+        weights="imagenet",
+        image_size=180,
+        resize="squash",
+        mean=(123.68 / 255, 116.779 / 255, 103.939 / 255),  # Keras 'caffe' preprocessing (BGR inside)
+        std=(1 / 255, 1 / 255, 1 / 255),
+        batch_size=32,
+        epochs=20,
+        optimizer="rmsprop",
+        lr=1e-3,
+        momentum=0.0,
+        augment=Augment(horizontal_flip=True, rotation_range=36, zoom_range=0.2),  # RandomRotation(0.1) = 36 deg
+        views=2,
+        unfreeze="block4",  # Keras: the last 4 layers (block5_conv1..3 + block5_pool) train
+        fine_tune_epochs=3,
+        fine_tune_optimizer="rmsprop",
+        fine_tune_lr=1e-5,
+    )
+)
+
+register_recipe(
+    Recipe(
+        name="seed-resnet50",
+        description="Seed 001 (hot dog): frozen ResNet50, Flatten-Dense(2) softmax, Adam",
+        expected="needs ImageNet weights (resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 or online)",
+        model="transfer",
+        model_args={"backbone": "keras/resnet50"},
+        weights="imagenet",
+        image_size=224,
+        resize="squash",
+        mean=(123.68 / 255, 116.779 / 255, 103.939 / 255),
+        std=(1 / 255, 1 / 255, 1 / 255),
+        head="softmax",
+        batch_size=32,
+        epochs=5,
+        optimizer="adam",
+        lr=1e-3,
+        unfreeze="conv5",
+    )
+)

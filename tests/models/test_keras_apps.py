@@ -617,3 +617,49 @@ def test_not_a_keras_file_raises(tmp_path) -> None:
         load_keras_h5(model, tmp_path / "absent.h5")
     with pytest.raises(ImgclsError, match="keras"):
         load_keras_h5(torch.nn.Linear(2, 2), text)
+
+
+def test_imagenet_weights_download_from_keras_url_then_cache(keras_files, tmp_path, monkeypatch) -> None:
+    """`weights='imagenet'` fetches Keras' own notop file (here from a local server) once, then reuses it."""
+    import functools
+    import http.server
+    import threading
+
+    from imgcls.models.keras_apps import KERAS_WEIGHTS_PATHS, load_keras_imagenet
+
+    served = tmp_path / "www"
+    target = served / KERAS_WEIGHTS_PATHS["vgg16"]
+    target.parent.mkdir(parents=True)
+    target.write_bytes(keras_files["vgg16"].read_bytes())
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.keras/models copy
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("IMGCLS_KERAS_WEIGHTS_URL", f"http://127.0.0.1:{server.server_port}")
+    try:
+        first = empty_backbone("vgg16")
+        load_keras_imagenet(first, "vgg16")
+        second = empty_backbone("vgg16")
+        load_keras_imagenet(second, "vgg16")
+    finally:
+        server.shutdown()
+    assert len([r for r in requests if "vgg16" in r]) == 1  # the second load used the cached file
+    assert assert_file_in_module(keras_files["vgg16"], second) == 26
+
+
+def test_imagenet_weights_offline_names_the_file(tmp_path, monkeypatch) -> None:
+    from imgcls.errors import ImgclsError
+    from imgcls.models.keras_apps import load_keras_imagenet
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("IMGCLS_KERAS_WEIGHTS_URL", "http://127.0.0.1:9")  # nothing listens on port 9
+    with pytest.raises(ImgclsError) as error:
+        load_keras_imagenet(empty_backbone("vgg16"), "vgg16")
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in str(error.value)

@@ -29,7 +29,16 @@ def seed_basic_cnn(
         nn.ReLU(inplace=True),
         nn.Linear(512, num_outputs),
     ]
-    return nn.Sequential(*layers)
+    return keras_init(nn.Sequential(*layers))
+
+
+def keras_init(net: nn.Module) -> nn.Module:
+    """Keras' defaults (Glorot-uniform kernels, zero biases) instead of PyTorch's, as the seeds trained."""
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+    return net
 
 
 class ResidualBlock(nn.Module):

@@ -33,6 +33,7 @@ How the Keras details are reproduced:
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -980,3 +981,33 @@ def _first(names: list[str], k: int = 5) -> str:
         return "none"
     more = f" (+{len(names) - k} more)" if len(names) > k else ""
     return ", ".join(names[:k]) + more
+
+
+KERAS_WEIGHTS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications"
+KERAS_WEIGHTS_PATHS = {  # where keras.applications downloads the notop files from
+    "vgg16": "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "resnet50": "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "inception_v3": "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+}
+
+
+def keras_weights_file(arch: str, progress: bool = True) -> Path:
+    """The Keras notop `.h5` file: from Keras' own cache (~/.keras/models), ours, or downloaded once.
+
+    `IMGCLS_KERAS_WEIGHTS_URL` replaces the base URL (a mirror, or a local server in tests)."""
+    from imgcls.data.download import cache_dir, download_file
+
+    if arch not in KERAS_WEIGHTS_PATHS:
+        raise ImgclsError(f"no Keras ImageNet weights for {arch!r}; known: {', '.join(KERAS_WEIGHTS_PATHS)}")
+    relative = KERAS_WEIGHTS_PATHS[arch]
+    filename = relative.rsplit("/", 1)[1]
+    for candidate in (Path.home() / ".keras" / "models" / filename, cache_dir() / "weights" / filename):
+        if candidate.is_file():
+            return candidate
+    base = os.environ.get("IMGCLS_KERAS_WEIGHTS_URL", KERAS_WEIGHTS_BASE).rstrip("/")
+    return download_file(f"{base}/{relative}", cache_dir() / "weights" / filename, progress=progress)
+
+
+def load_keras_imagenet(module: nn.Module, arch: str) -> str:
+    """ImageNet weights for a Keras Applications backbone, the way `weights='imagenet'` gets them."""
+    return load_keras_h5(module, keras_weights_file(arch))
