@@ -53,6 +53,7 @@ def main() -> None:
             if later
             else None,
             "best_val_accuracy_in_history": max(r["val_accuracy"] for r in history),
+            "last_epoch_val_accuracy": history[-1]["val_accuracy"],
             "final_model_accuracy": metrics["accuracy"],
             "final_model_split": metrics["split"],
             "peak_rss_mib": round(peak_rss_mib(), 0),

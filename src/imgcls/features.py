@@ -110,6 +110,8 @@ class FeatureExtractor:
             chunk = [(i, v) for i, v in todo[start : start + self.batch_size] if i not in bad]
             pixels, kept = [], []
             for index, view in chunk:
+                if index in bad:  # an unreadable image is reported once, not once per view
+                    continue
                 try:
                     pixels.append(self._view(paths[index], view))
                     kept.append((index, view))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -64,7 +65,12 @@ def train(data: str | Path, recipe: Recipe, options: TrainOptions | None = None)
         runs.write_config(run, _config(data, dataset, recipe, options))
         runs.write_json(run / "split.json", dataset.split_manifest())
         runs.write_json(run / "classes.json", dataset.classes)
-    return _fit(run, dataset, recipe, options, ckpt_path=None)
+    try:
+        return _fit(run, dataset, recipe, options, ckpt_path=None)
+    except ImgclsError:
+        if _is_rank_zero() and not (run / "checkpoints").exists():
+            shutil.rmtree(run, ignore_errors=True)  # stopped before training (e.g. missing weights): no empty run
+        raise
 
 
 def resume(run: Path | str, progress: bool = True) -> Path:

@@ -100,6 +100,10 @@ def fine_tune(run: Path, module: ClassifierModule, dataset: Dataset, recipe: Rec
     decoded = decode_splits(dataset, recipe, run)
     unfrozen = set_trainable(module.model.net.backbone, recipe.unfreeze)
     log.info("fine-tuning backbone blocks: %s", ", ".join(unfrozen) or "none")
+    # The feature extractor left the backbone in eval mode and Lightning keeps module modes as they are:
+    # back to training mode, so the unfrozen blocks' BatchNorms learn; the frozen ones are put back into
+    # eval mode by `freeze_batchnorm_stats` at every epoch start.
+    module.model.train()
     module.stage = "fine-tune"
     train_loader, val_loader = image_loaders(decoded, recipe, options.seed)
     module.hparams.steps_per_epoch = len(train_loader)
