@@ -10,6 +10,7 @@ epoch's figure includes decoding every JPEG once.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -25,6 +26,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="default: shared cats_vs_dogs")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     parser.add_argument("--warm-cache", action="store_true", help="reuse the normal image cache")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=JSON", help="recipe override, e.g. views=3"
+    )
+    parser.add_argument("--tag", default="", help="suffix of the result file name")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "imgcls-bench-runs")
     args = parser.parse_args()
     if not args.warm_cache:
@@ -35,14 +40,16 @@ def main() -> None:
 
     data = args.data or shared_data("cats_vs_dogs")
     started = time.perf_counter()
-    run = imgcls.train(str(data), args.recipe, epochs=args.epochs, out=args.out, progress=False)
+    overrides = {key: json.loads(value) for key, _, value in (item.partition("=") for item in args.set)}
+    run = imgcls.train(str(data), args.recipe, epochs=args.epochs, out=args.out, progress=False, **overrides)
     total = time.perf_counter() - started
     history = read_history(run / "history.csv")
     metrics = imgcls.load(run).spec.metrics
     later = [row["seconds"] for row in history[1:]]
     write_result(
-        f"train-{args.recipe}" + ("-warm-cache" if args.warm_cache else ""),
+        f"train-{args.recipe}{args.tag}" + ("-warm-cache" if args.warm_cache else ""),
         {
+            "overrides": overrides,
             "data": str(data),
             "run": str(run),
             "epochs": len(history),

@@ -194,7 +194,11 @@ def test_classifier_engines(tmp_path: Path, images) -> None:
         Classifier.load(run, engine="onnx")
     with pytest.raises(ImgclsError, match="auto, torch, onnx"):
         Classifier.load(run, engine="tensorrt")
-    assert Classifier.load(run).engine == "torch"  # auto, nothing exported
+    assert Classifier.load(run).engine == "onnx"  # auto: exported on first use, beside the weights
+    assert (run / "model.onnx").is_file()
+    first_export = (run / "model.onnx").stat().st_mtime_ns
+    assert Classifier.load(run).engine == "onnx"
+    assert (run / "model.onnx").stat().st_mtime_ns == first_export  # reused, not exported again
 
     export_onnx(run)
     torch_classifier = Classifier.load(run, engine="torch")
@@ -213,8 +217,17 @@ def test_classifier_engines(tmp_path: Path, images) -> None:
     weights = run / "model.safetensors"
     later = (run / "model.onnx").stat().st_mtime + 10
     os.utime(weights, (later, later))  # weights retrained after the export: the ONNX file is stale
-    assert Classifier.load(run).engine == "torch"
     assert Classifier.load(run, engine="onnx").engine == "onnx"  # asked for explicitly: still used
+    assert Classifier.load(run).engine == "onnx"  # auto: exported again from the newer weights
+    assert (run / "model.onnx").stat().st_mtime > later - 10
+
+    (run / "model.onnx").unlink()
+    run.chmod(0o555)  # a read-only run folder: auto falls back to PyTorch
+    try:
+        if not os.access(run, os.W_OK):  # root can write anyway
+            assert Classifier.load(run).engine == "torch"
+    finally:
+        run.chmod(0o755)
 
 
 # --------------------------------------------------------------------------- onnx_session_for

@@ -221,19 +221,23 @@ def onnx_session_for(module: nn.Module, example: torch.Tensor, key: str, opset: 
 
 def run_onnx_module(run: Path, spec: ModelSpec, engine: str = "auto") -> OnnxModule | None:
     """The ONNX session `Classifier.load(run, engine)` should use, or None for eager PyTorch.
-    'onnx': RUN/model.onnx (an error if missing); 'auto': it when newer than the weights."""
+    'onnx': RUN/model.onnx (an error if missing); 'auto': RUN/model.onnx, exported first when missing
+    or older than the weights."""
     if engine not in ENGINES:
         raise ImgclsError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
     if engine == "torch":
         return None
     onnx_path, weights = run / ONNX_FILE, run / WEIGHTS_FILE
+    stale = onnx_path.is_file() and weights.is_file() and onnx_path.stat().st_mtime_ns <= weights.stat().st_mtime_ns
+    if engine == "auto" and (stale or not onnx_path.is_file()):
+        try:  # export once, beside the weights: later predictions reuse it
+            export_onnx(run)
+            stale = False
+        except Exception as error:  # a read-only run or an exporter gap: predict with PyTorch
+            log.info("ONNX export of %s not possible (%s); predicting with PyTorch", run, error)
+            return None
     if not onnx_path.is_file():
-        if engine == "onnx":
-            raise ImgclsError(f"{onnx_path}: missing; run `imgcls export {run}` first (or use --engine torch)")
-        return None
-    stale = weights.is_file() and onnx_path.stat().st_mtime_ns <= weights.stat().st_mtime_ns
-    if engine == "auto" and stale:
-        return None
+        raise ImgclsError(f"{onnx_path}: missing; run `imgcls export {run}` first (or use --engine torch)")
     try:
         session = OnnxModule(onnx_path)
     except ImgclsError:

@@ -78,7 +78,13 @@ class FeatureExtractor:
         }
         self.tag = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
         self.store = ArrayStore(cache_dir() / "features" / self.tag)
-        self.forward = self._make_forward(engine)
+        self.engine = engine
+        self._forward = None
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self._forward is None:  # built on first use: a fully cached extraction never loads it
+            self._forward = self._make_forward(self.engine)
+        return self._forward(batch)
 
     def _make_forward(self, engine: str):
         example = torch.zeros(1, self.decode.channels, *self.decode.size)
@@ -143,8 +149,9 @@ class FeatureExtractor:
         if view == 0 or self.augment is None:
             return image
         key = cache_key(path, self.decode) or str(path)
-        torch.manual_seed(int(key[:8], 16) * 1000 + view)  # view v of this image is always the same
-        return self.augment(image)
+        with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+            torch.manual_seed(int(key[:8], 16) * 1000 + view)  # view v of this image is always the same
+            return self.augment(image)
 
     def _load(self, path: Path) -> np.ndarray | None:
         key = cache_key(path, self.decode)

@@ -182,10 +182,10 @@ register_recipe(
         resize="crop",
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
-        batch_size=64,
-        epochs=30,
+        batch_size=256,  # the head sees cached features: large batches, few steps
+        epochs=20,
         optimizer="adamw",
-        lr=1e-3,
+        lr=3e-3,
         weight_decay=1e-2,
         schedule="cosine",
         augment=Augment(random_resized_crop=(0.5, 1.0), horizontal_flip=True),

@@ -141,11 +141,11 @@ def test_head_run_history_has_head_rows_only(head_run):
 
 @trains_on_photos
 def test_head_run_onnx_and_torch_predict_the_same(head_run):
-    assert (head_run / ONNX_FILE).is_file()
     files, _ = val_files(head_run)
-    onnx = Classifier.load(head_run, engine="onnx")
+    onnx = Classifier.load(head_run)  # auto: exports model.onnx on first use
     eager = Classifier.load(head_run, engine="torch")
     assert (onnx.engine, eager.engine) == ("onnx", "torch")
+    assert (head_run / ONNX_FILE).is_file()
     by_onnx, by_torch = probabilities(onnx, files), probabilities(eager, files)
     np.testing.assert_allclose(by_onnx, by_torch, atol=1e-4)
     assert (by_onnx.argmax(1) == by_torch.argmax(1)).all()

@@ -39,7 +39,9 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "imgcls"
 
 
-def download_file(url: str, dest: Path, *, progress: bool = True, timeout: float = 30) -> Path:
+def download_file(
+    url: str, dest: Path, *, progress: bool = True, timeout: float = 30, advice: str | None = None
+) -> Path:
     """Download ``url`` to ``dest``, resuming an earlier partial download, and return ``dest``.
 
     Data goes to ``dest`` + ``.part`` and is renamed to ``dest`` only when complete, so an
@@ -47,7 +49,7 @@ def download_file(url: str, dest: Path, *, progress: bool = True, timeout: float
     next call continues where it stopped instead of starting over.
     """
     dest = Path(dest)
-    advice = (
+    advice = advice or (
         f"Download {url} on a machine with internet access and copy it to {dest}; for a dataset "
         "archive you can instead extract it and pass `--data DIR` with the extracted folder, or put "
         "the extracted folder under the directory named by the IMGCLS_DATA environment variable."

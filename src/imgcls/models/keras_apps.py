@@ -1005,7 +1005,12 @@ def keras_weights_file(arch: str, progress: bool = True) -> Path:
         if candidate.is_file():
             return candidate
     base = os.environ.get("IMGCLS_KERAS_WEIGHTS_URL", KERAS_WEIGHTS_BASE).rstrip("/")
-    return download_file(f"{base}/{relative}", cache_dir() / "weights" / filename, progress=progress)
+    url, target = f"{base}/{relative}", cache_dir() / "weights" / filename
+    advice = (
+        f"Download {url} on a machine with internet access and copy it to {target} (or to "
+        f"~/.keras/models/), or pass --weights PATH/{filename}."
+    )
+    return download_file(url, target, progress=progress, advice=advice)
 
 
 def load_keras_imagenet(module: nn.Module, arch: str) -> str:

@@ -85,3 +85,26 @@ def _format(value: float | str | None) -> str:
     if isinstance(value, str):
         return value
     return str(int(value)) if float(value).is_integer() and abs(value) < 1e9 else f"{value:.6g}"
+
+
+class BestWeightsInMemory(L.Callback):
+    """Keeps a copy of the best weights on `monitor` in memory and restores them when fitting ends.
+
+    For the head stage, which trains in seconds: writing a checkpoint file every epoch would
+    cost more than the training itself."""
+
+    def __init__(self, monitor: str = "val_loss"):
+        self.monitor = monitor
+        self.best_score = float("inf")
+        self.best_state: dict | None = None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        score = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or score is None or float(score) >= self.best_score:
+            return
+        self.best_score = float(score)
+        self.best_state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.best_state is not None:
+            pl_module.load_state_dict(self.best_state)

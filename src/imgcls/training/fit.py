@@ -27,7 +27,7 @@ from imgcls.evaluation import classification_metrics, predict_probabilities
 from imgcls.models.classifier import ModelSpec, save_model
 from imgcls.models.registry import accepts
 from imgcls.recipes import Recipe
-from imgcls.training.callbacks import HistoryWriter, read_history
+from imgcls.training.callbacks import BestWeightsInMemory, HistoryWriter, read_history
 from imgcls.training.module import ClassifierModule
 from imgcls.visual.plots import plot_confusion, plot_curves
 
@@ -87,7 +87,7 @@ def resume(run: Path | str, progress: bool = True) -> Path:
 
 
 def newest_checkpoint(run: Path) -> Path | None:
-    candidates = [p for p in (run / "checkpoints").glob("*.ckpt") if p.name in ("last.ckpt", "interrupted.ckpt")]
+    candidates = [p for p in (run / "checkpoints").glob("*.ckpt") if p.name.endswith(("last.ckpt", "interrupted.ckpt"))]
     return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
 
 
@@ -128,19 +128,22 @@ def image_loaders(decoded: dict[str, DecodedImages], recipe: Recipe, seed: int):
     )
 
 
-def make_trainer(run: Path, recipe: Recipe, options: TrainOptions, stage: str, epochs: int) -> L.Trainer:
-    """A Trainer whose checkpoints are `<stage>-best/last.ckpt` ("best"/"last" for plain training)."""
+def make_trainer(
+    run: Path, recipe: Recipe, options: TrainOptions, stage: str, epochs: int, checkpoint_files: bool = True
+) -> L.Trainer:
+    """A Trainer whose checkpoints are `<stage>-best/last.ckpt` ("best"/"last" for plain training);
+    without `checkpoint_files` the best weights are kept in memory and restored at the end."""
     prefix = "" if stage == "train" else f"{stage}-"
     checkpoints = run / "checkpoints"
-    best = ModelCheckpoint(
-        dirpath=checkpoints, filename=f"{prefix}best", monitor="val_loss", mode="min", save_last=True
-    )
-    best.CHECKPOINT_NAME_LAST = f"{prefix}last"
-    callbacks: list[L.Callback] = [
-        best,
-        OnExceptionCheckpoint(dirpath=checkpoints, filename=f"{prefix}interrupted"),
-        HistoryWriter(run / "history.csv", stage),
-    ]
+    callbacks: list[L.Callback] = [HistoryWriter(run / "history.csv", stage)]
+    if checkpoint_files:
+        best = ModelCheckpoint(
+            dirpath=checkpoints, filename=f"{prefix}best", monitor="val_loss", mode="min", save_last=True
+        )
+        best.CHECKPOINT_NAME_LAST = f"{prefix}last"
+        callbacks += [best, OnExceptionCheckpoint(dirpath=checkpoints, filename=f"{prefix}interrupted")]
+    else:
+        callbacks.append(BestWeightsInMemory("val_loss"))
     if recipe.early_stopping:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=recipe.early_stopping))
     if options.progress:
@@ -170,6 +173,8 @@ def run_trainer(trainer: L.Trainer, module, train_loader, val_loader, run: Path,
         if not trainer.interrupted:
             raise
     if trainer.interrupted:
+        if newest_checkpoint(run) is None:
+            raise ImgclsError("training interrupted before its first checkpoint; run the same command again")
         raise ImgclsError(f"training interrupted; continue it with: imgcls train --resume {run}")
 
 
@@ -238,7 +243,6 @@ def finish_run(run: Path, model: torch.nn.Module, spec: ModelSpec, probs, labels
     spec.metrics = {"accuracy": metrics["accuracy"], "loss": metrics["loss"], "split": split}
     save_model(run, model.cpu().eval(), spec)
     runs.write_json(run / "metrics.json", metrics)
-    export_for_prediction(run)
     history = read_history(run / "history.csv")
     if history:
         plot_curves(history, run / "curves.png", title=f"{run.name}: {spec.architecture}")
@@ -248,16 +252,6 @@ def finish_run(run: Path, model: torch.nn.Module, spec: ModelSpec, probs, labels
         run / "confusion_matrix.png",
         title=f"Confusion matrix ({split}, accuracy {metrics['accuracy']:.1%})",
     )
-
-
-def export_for_prediction(run: Path) -> None:
-    """`model.onnx` beside the weights: `imgcls predict` runs it with ONNX Runtime (2-4x eager PyTorch)."""
-    from imgcls.export import export_onnx
-
-    try:
-        export_onnx(run)
-    except Exception as error:  # an exporter gap costs prediction speed, never the trained model
-        log.warning("ONNX export skipped (%s); prediction will use PyTorch", error)
 
 
 def _config(data: str | Path, dataset: Dataset, recipe: Recipe, options: TrainOptions) -> dict[str, Any]:

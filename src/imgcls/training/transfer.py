@@ -68,9 +68,9 @@ def fit_transfer(run: Path, dataset: Dataset, recipe: Recipe, options: TrainOpti
         seed=options.seed,
     )
     val_loader = make_loader(val.features[:, 0], val.labels, 512, shuffle=False)
-    head_trainer = make_trainer(run, recipe, _single_process(options), "head", recipe.epochs)
-    run_trainer(head_trainer, module, train_loader, val_loader, run, None)
-    load_best(module, run / "checkpoints" / "head-best.ckpt")
+    head_trainer = make_trainer(run, recipe, _single_process(options), "head", recipe.epochs, checkpoint_files=False)
+    run_trainer(head_trainer, module, train_loader, val_loader, run, None)  # ends with the best head restored
+    head_trainer.save_checkpoint(run / "checkpoints" / "head-best.ckpt", weights_only=True)
 
     split = "test" if "test" in features else "val"
     if recipe.fine_tune:
