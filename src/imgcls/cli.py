@@ -150,7 +150,7 @@ def predict(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns")],
     output_format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
     top_k: Annotated[int, typer.Option(help="Classes shown per image")] = 1,
-    batch_size: Annotated[int, typer.Option(help="Images per batch")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Images per batch (16 is fastest on a 2-core CPU)")] = 16,
     engine: Annotated[
         str, typer.Option(help="torch, onnx (RUN/model.onnx, see imgcls export) or auto (onnx when up to date)")
     ] = "auto",

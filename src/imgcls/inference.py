@@ -71,7 +71,7 @@ class Classifier:
             item = Image.fromarray(item if item.dtype == np.uint8 else np.clip(item, 0, 255).astype(np.uint8))
         return load_image(item, size, self.spec.channels, self.spec.resize)
 
-    def predict(self, items: ImageInput | Sequence[ImageInput], batch_size: int = 64) -> list[Prediction]:
+    def predict(self, items: ImageInput | Sequence[ImageInput], batch_size: int = 16) -> list[Prediction]:
         """One `Prediction` per input; unreadable files get `error` set instead of raising."""
         items = [items] if isinstance(items, (str, Path, Image.Image, np.ndarray)) else list(items)
         predictions: list[Prediction] = []

@@ -174,11 +174,11 @@ register_recipe(
     Recipe(
         name="transfer",
         description="EfficientNet-Lite0 (ImageNet, offline) features + logistic head; --fine-tune for stage 2",
-        expected="val accuracy >= 98.5% on cats-vs-dogs in about a minute of a 2-core CPU (README)",
+        expected="val accuracy 98.7% on cats-vs-dogs in 35 s of a 2-core CPU, cold cache (README)",
         model="transfer",
         model_args={"backbone": "efficientnet_lite0"},
         weights="imagenet",
-        image_size=224,
+        image_size=192,  # ImageNet size is 224: 192 keeps 98.7% and predicts 134/s instead of 92/s (README)
         resize="crop",
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
