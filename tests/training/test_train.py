@@ -289,21 +289,24 @@ def test_class_weights_auto_on_imbalanced_data(cats_dogs_subset, tmp_path: Path)
     assert (run / "model.safetensors").is_file()
 
 
+def wait_for_first_epoch(run: Path, process) -> None:
+    """Until the first epoch's checkpoint and history row exist (the moment to interrupt)."""
+    wait_for(
+        lambda: (
+            (run / "checkpoints" / "last.ckpt").is_file() and (run / "history.csv").is_file() and len(history(run)) >= 1
+        ),
+        process,
+        "the first checkpoint",
+    )
+
+
 def test_resume_after_kill(cats_dogs_subset, tmp_path: Path, imgcls_env: dict[str, str]) -> None:
     data = cats_dogs_subset("data", train=16, val=8)
     run = tmp_path / "runs" / "seed-basic-cnn"
     started = time.monotonic()
     process = start_training(data, tmp_path / "runs", imgcls_env, epochs=6)
     try:
-        wait_for(
-            lambda: (
-                (run / "checkpoints" / "last.ckpt").is_file()
-                and (run / "history.csv").is_file()
-                and len(history(run)) >= 1
-            ),
-            process,
-            "the first checkpoint",
-        )
+        wait_for_first_epoch(run, process)
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=60)
     finally:
@@ -326,15 +329,7 @@ def test_ctrl_c_says_how_to_resume(cats_dogs_subset, tmp_path: Path, imgcls_env:
     started = time.monotonic()
     process = start_training(data, tmp_path / "runs", imgcls_env, epochs=6)
     try:
-        wait_for(
-            lambda: (
-                (run / "checkpoints" / "last.ckpt").is_file()
-                and (run / "history.csv").is_file()
-                and len(history(run)) >= 1
-            ),
-            process,
-            "the first checkpoint",
-        )
+        wait_for_first_epoch(run, process)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=120)
     finally:
