@@ -56,6 +56,7 @@ class Recipe:
     fine_tune: bool = False  # stage 2: unfreeze part of the backbone and train on images
     unfreeze: str = "last:2"  # "last:N" blocks | a block/layer name (unfreeze what follows) | "all"
     fine_tune_epochs: int = 3
+    fine_tune_batch_size: int = 32  # images per step in stage 2
     fine_tune_optimizer: str = "rmsprop"
     fine_tune_lr: float = 1e-5  # the seeds' RMSprop(lr=1e-5)
     fine_tune_schedule: str = "constant"

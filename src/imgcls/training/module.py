@@ -42,10 +42,12 @@ class ClassifierModule(L.LightningModule):
         return self.model(batch.contiguous(memory_format=torch.channels_last))
 
     def on_train_epoch_start(self) -> None:
-        if self.stage == "fine-tune":  # frozen parts keep their ImageNet batch-norm statistics
-            from imgcls.models.backbones import freeze_batchnorm_stats
-
-            freeze_batchnorm_stats(self.model.net.backbone)
+        if self.stage == "fine-tune":
+            # Keras' fine-tuning rule: batch norms stay in inference mode, frozen or not, so the head
+            # keeps seeing the statistics it was trained on (small batches of few photos would move them)
+            for layer in self.model.net.backbone.modules():
+                if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                    layer.eval()
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         smoothing = self.recipe["label_smoothing"]

@@ -24,6 +24,7 @@ from imgcls.features import FeatureExtractor, FeatureSet
 from imgcls.models.backbones import load_pretrained, set_trainable
 from imgcls.models.classifier import probabilities
 from imgcls.recipes import Recipe
+from imgcls.training.callbacks import BestWeightsInMemory
 from imgcls.training.fit import (
     TrainOptions,
     class_weights,
@@ -74,7 +75,8 @@ def fit_transfer(run: Path, dataset: Dataset, recipe: Recipe, options: TrainOpti
 
     split = "test" if "test" in features else "val"
     if recipe.fine_tune:
-        probs, labels = fine_tune(run, module, dataset, recipe, options, split)
+        head_val_loss = next(c for c in head_trainer.callbacks if isinstance(c, BestWeightsInMemory)).best_score
+        probs, labels = fine_tune(run, module, dataset, recipe, options, split, head_val_loss)
     else:
         with torch.inference_mode():
             logits = module.model.net.head.eval()(features[split].features[:, 0])
@@ -95,21 +97,40 @@ def extract_splits(backbone: torch.nn.Module, dataset: Dataset, recipe: Recipe) 
     }
 
 
-def fine_tune(run: Path, module: ClassifierModule, dataset: Dataset, recipe: Recipe, options: TrainOptions, split: str):
+def fine_tune(
+    run: Path,
+    module: ClassifierModule,
+    dataset: Dataset,
+    recipe: Recipe,
+    options: TrainOptions,
+    split: str,
+    head_val_loss: float,
+):
     """Stage 2 on images: returns probabilities and labels of the evaluation split."""
     decoded = decode_splits(dataset, recipe, run)
-    unfrozen = set_trainable(module.model.net.backbone, recipe.unfreeze)
+    backbone = module.model.net.backbone
+    unfrozen = set_trainable(backbone, recipe.unfreeze)
     log.info("fine-tuning backbone blocks: %s", ", ".join(unfrozen) or "none")
-    # The feature extractor left the backbone in eval mode and Lightning keeps module modes as they are:
-    # back to training mode, so the unfrozen blocks' BatchNorms learn; the frozen ones are put back into
-    # eval mode by `freeze_batchnorm_stats` at every epoch start.
+    if hasattr(backbone, "drop_rate"):
+        backbone.drop_rate = 0.0  # timm's pre-logits dropout: the head was trained without it
+    head_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    # The feature extractor left the backbone in eval mode and Lightning keeps module modes as they are;
+    # batch norms are put back into eval mode at every epoch start (ClassifierModule.on_train_epoch_start).
     module.model.train()
     module.stage = "fine-tune"
-    train_loader, val_loader = image_loaders(decoded, recipe, options.seed)
+    fine_recipe = recipe.override(batch_size=recipe.fine_tune_batch_size)
+    train_loader, val_loader = image_loaders(decoded, fine_recipe, options.seed)
     module.hparams.steps_per_epoch = len(train_loader)
     trainer = make_trainer(run, recipe, options, "fine-tune", recipe.fine_tune_epochs)
     run_trainer(trainer, module, train_loader, val_loader, run, None)
-    load_best(module, run / "checkpoints" / "fine-tune-best.ckpt")
+    best = trainer.checkpoint_callback.best_model_score
+    if best is not None and float(best) < head_val_loss:
+        load_best(module, run / "checkpoints" / "fine-tune-best.ckpt")
+    else:  # the best checkpoint across both stages is kept
+        log.warning(
+            "fine-tuning did not lower val_loss below the head's %.4f: keeping the head-only model", head_val_loss
+        )
+        module.load_state_dict(head_state)
     probs = predict_probabilities(module.model.cpu(), module.spec.output, decoded[split].images)
     return probs, decoded[split].labels.numpy()
 
