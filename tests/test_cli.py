@@ -23,7 +23,7 @@ import imgcls
 from imgcls import cli
 from imgcls.cli import app
 from imgcls.errors import ImgclsError
-from imgcls.recipes import list_recipes
+from imgcls.recipes import DEFAULT_RECIPE, list_recipes
 from imgcls.runs import RUN_DIR_ENV
 
 IMGCLS = Path(sys.executable).with_name("imgcls")
@@ -261,7 +261,7 @@ def test_recipes_lists_every_recipe() -> None:
     assert result.exit_code == 0, result.output
     for recipe in list_recipes():
         assert recipe.name in result.stdout
-    assert "scratch (default)" in result.stdout
+    assert f"{DEFAULT_RECIPE} (default)" in result.stdout
 
 
 def test_models_lists_the_registry() -> None:
