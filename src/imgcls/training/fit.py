@@ -8,7 +8,7 @@ import os
 import shutil
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,6 @@ class TrainOptions:
     class_weights: str | None = None  # "auto": inverse class frequency
     data_dir: Path | None = None  # where to look for a built-in dataset
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def train(data: str | Path, recipe: Recipe, options: TrainOptions | None = None) -> Path:
