@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a run folder")
     parser.add_argument("--images", type=Path, default=None, help="folder of images (default: shared val)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--tag", default="", help="suffix of the result file name")
     args = parser.parse_args()
 
     import imgcls
@@ -42,7 +43,7 @@ def main() -> None:
     )
     cli_seconds = time.perf_counter() - started
     write_result(
-        "predict",
+        f"predict{args.tag}",
         {
             "run": str(args.run),
             "architecture": classifier.spec.architecture,
