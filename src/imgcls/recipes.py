@@ -123,7 +123,7 @@ register_recipe(
     Recipe(
         name="seed-basic-cnn",
         description="The seeds' basic CNN (seed 004): Conv 16/32/64, Dense 512, Adam 1e-3, no augmentation",
-        expected="val accuracy ~72% on cats-vs-dogs (see README benchmarks)",
+        expected="cats-vs-dogs val: 67.9% kept (best val_loss), 71.7% last epoch; 15.9 s/epoch (README)",
         model="seed-basic-cnn",
         image_size=150,
         batch_size=32,
@@ -137,7 +137,7 @@ register_recipe(
     Recipe(
         name="seed-basic-cnn-augmented",
         description="Seed CNN + the seeds' ImageDataGenerator augmentation and Dropout 0.2 (seeds 000, 004)",
-        expected="val accuracy >= 80% on cats-vs-dogs (see README benchmarks)",
+        expected="cats-vs-dogs val: 76.5% after 60 epochs, 1,469 s (README)",
         model="seed-basic-cnn",
         model_args={"dropout": 0.2},
         image_size=150,
@@ -153,7 +153,7 @@ register_recipe(
     Recipe(
         name="scratch",
         description="Best from scratch on small data: small ResNet + BN, crops/flips, one-cycle AdamW, smoothing",
-        expected="val accuracy >= 85% on cats-vs-dogs in about 10 minutes of a 2-core CPU (README)",
+        expected="cats-vs-dogs val: 77.7% in 838 s of a 2-core CPU (README)",
         model="small-resnet",
         image_size=112,
         resize="squash",
