@@ -13,6 +13,7 @@ from typing import Any
 
 from imgcls.augment import Augment
 from imgcls.errors import ImgclsError
+from imgcls.models.keras_apps import CAFFE_MEAN, CAFFE_STD
 
 SEED_AUGMENT = Augment(  # seeds 000 and 004: ImageDataGenerator(...)
     rotation_range=40,
@@ -240,8 +241,8 @@ register_recipe(
         weights="imagenet",
         image_size=180,
         resize="squash",
-        mean=(123.68 / 255, 116.779 / 255, 103.939 / 255),  # Keras 'caffe' preprocessing (BGR inside)
-        std=(1 / 255, 1 / 255, 1 / 255),
+        mean=CAFFE_MEAN,  # Keras 'caffe' preprocessing (the network flips RGB to BGR itself)
+        std=CAFFE_STD,
         batch_size=32,
         epochs=20,
         optimizer="rmsprop",
@@ -266,8 +267,8 @@ register_recipe(
         weights="imagenet",
         image_size=224,
         resize="squash",
-        mean=(123.68 / 255, 116.779 / 255, 103.939 / 255),
-        std=(1 / 255, 1 / 255, 1 / 255),
+        mean=CAFFE_MEAN,
+        std=CAFFE_STD,
         head="softmax",
         batch_size=32,
         epochs=5,
