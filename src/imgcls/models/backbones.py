@@ -417,5 +417,14 @@ def freeze_batchnorm_stats(backbone: nn.Module) -> int:
     return count
 
 
+def batchnorm_inference_mode(backbone: nn.Module) -> int:
+    """Every BatchNorm of the backbone into eval mode, frozen or not (Keras' fine-tuning rule:
+    the head keeps seeing the statistics it was trained on); returns how many."""
+    layers = list(_batchnorms(backbone.modules()))
+    for layer in layers:
+        layer.eval()
+    return len(layers)
+
+
 def _batchnorms(modules: Iterable[nn.Module]) -> Iterable[nn.modules.batchnorm._BatchNorm]:
     return (m for m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm))

@@ -26,6 +26,8 @@ class ClassifierModule(L.LightningModule):
         class_weights: list[float] | None = None,
         stage: str = "train",
     ):
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
         super().__init__()
         self.save_hyperparameters()
         self.spec = ModelSpec.from_dict(spec)
@@ -42,12 +44,10 @@ class ClassifierModule(L.LightningModule):
         return self.model(batch.contiguous(memory_format=torch.channels_last))
 
     def on_train_epoch_start(self) -> None:
-        if self.stage == "fine-tune":
-            # Keras' fine-tuning rule: batch norms stay in inference mode, frozen or not, so the head
-            # keeps seeing the statistics it was trained on (small batches of few photos would move them)
-            for layer in self.model.net.backbone.modules():
-                if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
-                    layer.eval()
+        if self.stage == "fine-tune":  # small batches of few photos would move the ImageNet statistics
+            from imgcls.models.backbones import batchnorm_inference_mode
+
+            batchnorm_inference_mode(self.model.net.backbone)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         smoothing = self.recipe["label_smoothing"]
