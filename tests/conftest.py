@@ -190,3 +190,51 @@ def cats_dogs_tree(cats_vs_dogs_dir: Path) -> Callable[..., Path]:
         return build_cats_dogs(cats_vs_dogs_dir, root, train, val, flat)
 
     return make
+
+
+# --------------------------------------------------------------------------- real browser (Debian chromium)
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+def chromium_path() -> str | None:
+    """$IMGCLS_CHROMIUM, else Debian's `chromium` on PATH (no Playwright browser download)."""
+    import shutil
+
+    return os.environ.get("IMGCLS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Playwright Chromium; CI installs Debian's chromium, elsewhere the test skips without it."""
+    executable = chromium_path()
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (.ci/run installs it with apt)")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page that records console errors and failed requests in `page.problems`."""
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    opened = context.new_page()
+    opened.problems = []
+    opened.on("console", lambda m: m.type == "error" and opened.problems.append(f"console: {m.text}"))
+    opened.on("pageerror", lambda e: opened.problems.append(f"page error: {e}"))
+    opened.on("requestfailed", lambda r: opened.problems.append(f"request failed: {r.url}"))
+    yield opened
+    context.close()
