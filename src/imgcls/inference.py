@@ -21,6 +21,7 @@ from imgcls.models.classifier import ModelSpec, load_model
 from imgcls.runs import resolve_run
 
 if TYPE_CHECKING:
+    from imgcls.explain import Explanation
     from imgcls.export import OnnxModule
 
 ImageInput = str | Path | Image.Image | np.ndarray
@@ -80,6 +81,12 @@ class Classifier:
                 chunk = items[start : start + batch_size]
                 predictions += self._predict_chunk(chunk, list(pool.map(self._safe_pixels, chunk)))
         return predictions
+
+    def explain(self, item: ImageInput, class_index: int | None = None) -> Explanation:
+        """Grad-CAM for one image (always on the PyTorch model); see `imgcls.explain`."""
+        from imgcls.explain import explain
+
+        return explain(self, item, class_index)
 
     def _safe_pixels(self, item: ImageInput) -> np.ndarray | BadImageError:
         try:
