@@ -1,8 +1,10 @@
 """Built-in datasets that can be named instead of given as a folder (``imgcls train cats-vs-dogs``).
 
 Each entry says where the archive lives and which folder it unpacks to; :func:`resolve_builtin`
-finds a local copy first (``--data``, ``$IMGCLS_DATA``, the cache) so offline machines work, and
-downloads only as a last resort. Adding a dataset is one more :class:`BuiltinDataset` below.
+finds a local copy first (``--data-root``, ``$IMGCLS_DATA``, the cache) so offline machines work, and
+downloads only as a last resort. Adding a dataset is one more :class:`BuiltinDataset` below; the
+datasets torchvision reads (``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``) are entries of
+:data:`imgcls.data.torchvision_sets.TORCHVISION_DATASETS`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgcls.data.download import cache_dir, download_and_extract
+from imgcls.data.torchvision_sets import TORCHVISION_DATASETS, resolve_torchvision
 from imgcls.errors import DataError
 
 
@@ -50,7 +53,7 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
 
 def is_builtin(name: str) -> bool:
     """Whether ``name`` is a built-in dataset name rather than a path (callers check this first)."""
-    return name in BUILTIN_DATASETS
+    return name in BUILTIN_DATASETS or name in TORCHVISION_DATASETS
 
 
 def resolve_builtin(name: str, data_dir: Path | None = None, *, progress: bool = True) -> Path:
@@ -61,9 +64,11 @@ def resolve_builtin(name: str, data_dir: Path | None = None, *, progress: bool =
     A ``data_dir`` without the data is an error rather than a silent download, because the user
     asked for that copy explicitly.
     """
+    if name in TORCHVISION_DATASETS:
+        return resolve_torchvision(name, data_dir, progress=progress)
     dataset = BUILTIN_DATASETS.get(name)
     if dataset is None:
-        known = ", ".join(sorted(BUILTIN_DATASETS)) or "(none)"
+        known = ", ".join(sorted({*BUILTIN_DATASETS, *TORCHVISION_DATASETS})) or "(none)"
         raise DataError(f"Unknown built-in dataset {name!r}. Known built-in datasets: {known}.")
 
     if data_dir is not None:
