@@ -1,0 +1,325 @@
+"""The web app: `create_app(run)` serves one trained model as a page and a JSON API.
+
+    GET  /          the page (self-contained HTML, no network access needed)
+    POST /predict   an image as multipart field `file` or as the raw body -> label, probabilities, time;
+                    `?explain=true` adds a Grad-CAM overlay (PNG, base64) when the model has one
+    GET  /model     classes, architecture, image size, training metrics
+    GET  /health    liveness and batching counters
+
+Every request is decoded on its own (a bad file fails only itself), then concurrent requests share
+one model call through `MicroBatcher`. Errors are JSON `{"error": "..."}` with a 4xx status. The
+server reads no path a client names and unpickles nothing: uploads are bytes, models safetensors/ONNX.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import ipaddress
+import json
+import logging
+import os
+import time
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from PIL import Image
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from imgcls.errors import ImgclsError
+from imgcls.inference import Classifier
+from imgcls.runs import resolve_run
+from imgcls.serve.batching import MicroBatcher
+from imgcls.serve.uploads import UploadError, UploadLimit, decode_upload, too_large_message
+
+log = logging.getLogger(__name__)
+
+FILE_FIELD = "file"
+SETTINGS_ENV = "IMGCLS_SERVE_SETTINGS"  # how `--workers N` hands the settings to each worker process
+PAGE_POLICY = (  # the page runs its own inline script and shows blob:/data: images; nothing else loads
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' blob: data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+@dataclass
+class ServeSettings:
+    run: str
+    engine: str = "auto"  # auto | onnx | torch, as `imgcls predict --engine`
+    max_upload_mb: float = 20.0
+    max_batch: int = 16  # 1 turns micro-batching off
+    batch_window_ms: float = 3.0  # longest wait for requests still decoding to join a batch
+    max_pending: int = 256  # requests decoding or queued before new ones get 503
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+
+def create_app(run: Path | str, **settings: Any) -> FastAPI:
+    """The app for one run folder; `settings` are `ServeSettings` fields (max_upload_mb=20, max_batch=16...)."""
+    return build_app(ServeSettings(run=str(run), **settings))
+
+
+def create_app_from_environment() -> FastAPI:
+    """Factory for uvicorn worker processes: the settings come as JSON in $IMGCLS_SERVE_SETTINGS."""
+    return build_app(ServeSettings(**json.loads(os.environ[SETTINGS_ENV])))
+
+
+def build_app(settings: ServeSettings) -> FastAPI:
+    if settings.max_upload_mb <= 0 or settings.max_batch < 1 or settings.batch_window_ms < 0:
+        raise ImgclsError("--max-upload-mb must be > 0, --max-batch >= 1 and --batch-window-ms >= 0")
+    folder = resolve_run(settings.run)
+    classifier = Classifier.load(folder, engine=settings.engine)
+    model = ModelService(classifier, folder, settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        model.batcher.close()
+
+    app = FastAPI(
+        title=f"imgcls: {folder.resolve().name}",
+        docs_url=None,  # the interactive docs load scripts from a CDN: no internet here
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.model = model
+    app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+    _add_error_handlers(app)
+    page = files("imgcls.serve").joinpath("page.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY})
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "engine": classifier.engine, "pending": model.batcher.pending, **model.counters()}
+
+    @app.get("/model")
+    async def describe() -> dict:
+        return model.description
+
+    @app.post("/predict", openapi_extra=PREDICT_BODY_DOCS)
+    async def predict(request: Request, explain: bool = False) -> dict:
+        """Classify one image, sent as multipart field `file` or as the raw request body."""
+        started = time.perf_counter()
+        if model.batcher.pending >= settings.max_pending:
+            raise UploadError(503, "the server is busy; retry in a moment")
+        data = await read_image_bytes(request, settings.max_upload_bytes)
+        return await model.predict(data, explain, started)
+
+    return app
+
+
+class ModelService:
+    """The classifier behind the routes: decode in threads, batch through the worker, explain on request."""
+
+    def __init__(self, classifier: Classifier, folder: Path, settings: ServeSettings):
+        self.classifier = classifier
+        self.settings = settings
+        self.batcher = MicroBatcher(classifier.probabilities, settings.max_batch, settings.batch_window_ms)
+        self.decoders = anyio.CapacityLimiter(os.cpu_count() or 1)  # decoding beyond the cores only queues
+        self.explainers = anyio.CapacityLimiter(1)  # Grad-CAM runs the PyTorch model with gradients: one at a time
+        self.explain_problem = _grad_cam_problem(classifier)
+        self.description = describe_model(classifier, folder, settings, self.explain_problem is None)
+        self.served = 0
+        self.refused = 0
+
+    def counters(self) -> dict:
+        stats = self.batcher.stats
+        return {
+            "served": self.served,
+            "refused": self.refused,
+            "batches": stats.batches,
+            "largest_batch": stats.largest,
+        }
+
+    async def predict(self, data: bytes, explain: bool, started: float) -> dict:
+        with self.batcher.reserve() as place:
+            pixels = await anyio.to_thread.run_sync(decode_upload, data, self.classifier.spec, limiter=self.decoders)
+            decoded = time.perf_counter()
+            row = await asyncio.wrap_future(place.submit(pixels))
+        predicted = time.perf_counter()
+        best = int(np.argmax(row))
+        classes = self.classifier.classes
+        answer: dict[str, Any] = {
+            "label": classes[best],
+            "probability": float(row[best]),
+            "class_index": best,
+            "probabilities": {name: float(p) for name, p in zip(classes, row, strict=True)},
+        }
+        timing = {"decode_ms": _ms(decoded - started), "model_ms": _ms(predicted - decoded)}
+        if explain:
+            answer["explanation"], answer["explain_error"] = await self._explain(pixels, best)
+            timing["explain_ms"] = _ms(time.perf_counter() - predicted)
+        answer["time_ms"] = _ms(time.perf_counter() - started)
+        answer["timing"] = timing
+        self.served += 1
+        return answer
+
+    async def _explain(self, pixels: np.ndarray, class_index: int) -> tuple[dict | None, str | None]:
+        if self.explain_problem is not None:
+            return None, self.explain_problem
+        explanation = await anyio.to_thread.run_sync(
+            self.classifier.explain, pixels, class_index, limiter=self.explainers
+        )
+        height, width = explanation.overlay.shape[:2]
+        return {
+            "label": explanation.label,
+            "class_index": explanation.class_index,
+            "width": width,
+            "height": height,
+            "overlay_png": base64.b64encode(_png(explanation.overlay)).decode("ascii"),
+        }, None
+
+
+async def read_image_bytes(request: Request, max_bytes: int) -> bytes:
+    """The upload: multipart field `file`, or the whole body for any other content type."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        data = await request.body()
+    else:
+        form = await request.form(max_files=1, max_fields=16)
+        try:
+            upload = form.get(FILE_FIELD)
+            if not isinstance(upload, UploadFile):
+                fields = ", ".join(repr(name) for name in form) or "none"
+                raise UploadError(422, f"no file in form field {FILE_FIELD!r} (fields sent: {fields})")
+            data = await upload.read(max_bytes + 1)
+        finally:
+            await form.close()
+    if len(data) > max_bytes:
+        raise UploadError(413, too_large_message(max_bytes))
+    return data
+
+
+def describe_model(classifier: Classifier, folder: Path, settings: ServeSettings, explains: bool) -> dict:
+    """What `GET /model` says: the model file's contract plus the run's training metrics."""
+    spec = classifier.spec
+    return {
+        "run": folder.resolve().name,
+        "architecture": spec.architecture,
+        "classes": list(spec.classes),
+        "image_size": spec.image_size,
+        "channels": spec.channels,
+        "resize": spec.resize,
+        "output": spec.output,
+        "engine": classifier.engine,
+        "explain": explains,
+        "max_upload_mb": settings.max_upload_mb,
+        "metrics": _training_metrics(folder) or spec.metrics,
+    }
+
+
+def _training_metrics(folder: Path) -> dict:
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def _grad_cam_problem(classifier: Classifier) -> str | None:
+    """None when Grad-CAM works for this model, else why not (said in every explain=true answer)."""
+    from imgcls.explain import supports_grad_cam
+
+    try:
+        if supports_grad_cam(classifier):
+            return None
+    except Exception as error:  # an architecture the probe cannot run: serve predictions anyway
+        log.warning("Grad-CAM unavailable: %s", error)
+    return f"Grad-CAM is not available for model {classifier.spec.architecture!r} (no convolutional feature map)"
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every refusal is JSON {"error": message}; a bug answers 500 without details and the server goes on."""
+
+    def refused(request: Request, status: int, message: str, headers: dict | None = None) -> JSONResponse:
+        service = getattr(request.app.state, "model", None)
+        if service is not None:
+            service.refused += 1
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    @app.exception_handler(UploadError)
+    async def upload_error(request: Request, error: UploadError) -> JSONResponse:
+        headers = {"Connection": "close"} if error.status == 413 else None  # the rest of the body is not read
+        return refused(request, error.status, error.message, headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        return refused(request, error.status_code, str(error.detail), getattr(error, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        return refused(request, 422, f"invalid request: {problems}")
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, error: Exception) -> JSONResponse:
+        log.exception("request failed: %s %s", request.method, request.url.path)
+        return JSONResponse({"error": "internal error while handling this request"}, status_code=500)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+PREDICT_BODY_DOCS = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {FILE_FIELD: {"type": "string", "format": "binary"}}}
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+# --------------------------------------------------------------------------- running it
+
+
+def run_server(run: Path | str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, **settings: Any) -> None:
+    """Serve with uvicorn until interrupted. The model is loaded (and exported to ONNX if needed) before
+    listening, so a bad run folder is a one-line error and N workers do not race to export it."""
+    import uvicorn
+
+    chosen = ServeSettings(run=str(run), **settings)
+    app = build_app(chosen)
+    if not _is_loopback(host):
+        log.warning("listening on %s: anyone who can reach this machine can use the model (no authentication)", host)
+    if workers <= 1:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+        return
+    del app
+    os.environ[SETTINGS_ENV] = json.dumps(asdict(chosen))
+    uvicorn.run("imgcls.serve.app:create_app_from_environment", factory=True, host=host, port=port, workers=workers)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
