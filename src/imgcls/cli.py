@@ -219,6 +219,34 @@ def export(
 
 
 @app.command()
+def serve(
+    run: RunArg,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback only by default)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(help="Server processes, each with its own copy of the model")] = 1,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload in MiB (larger: HTTP 413)")] = 20.0,
+    max_batch: Annotated[int, typer.Option(help="Most images per model call (1: no micro-batching)")] = 16,
+    batch_window_ms: Annotated[
+        float, typer.Option(help="Longest wait for concurrent requests to join a batch, in ms")
+    ] = 3.0,
+    engine: Annotated[str, typer.Option(help="torch, onnx or auto, as for predict")] = "auto",
+) -> None:
+    """Serve RUN as a web page (GET /) and a JSON API (POST /predict, GET /model, GET /health)."""
+    from imgcls.serve import run_server
+
+    run_server(
+        run,
+        host=host,
+        port=port,
+        workers=workers,
+        max_upload_mb=max_upload_mb,
+        max_batch=max_batch,
+        batch_window_ms=batch_window_ms,
+        engine=engine,
+    )
+
+
+@app.command()
 def recipes() -> None:
     """List the named recipes with their settings and expected results."""
     from imgcls.recipes import DEFAULT_RECIPE, list_recipes
