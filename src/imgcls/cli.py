@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets.")
 app.add_typer(data_app, name="data")
+show_app = typer.Typer(no_args_is_help=True, help="Draw pictures: samples, augmentation, feature maps (PNG files).")
+app.add_typer(show_app, name="show")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -304,6 +306,88 @@ def data_check(
         print_check(report, console)
     if not report["ok"]:
         raise typer.Exit(1)
+
+
+ImagePathsArg = Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns")]
+FiguresOut = Annotated[Path | None, typer.Option(help="Folder for the PNG files (default: inside the run folder)")]
+
+
+@show_app.command("samples")
+def show_samples(
+    data: DataArg,
+    out: Annotated[Path, typer.Option(help="Folder for the PNG file")] = Path("figures"),
+    count: Annotated[int, typer.Option(help="Photos in the grid")] = 15,
+    split: Annotated[str, typer.Option(help="train, val or test")] = "train",
+    seed: Annotated[int, typer.Option(help="Random pick (and val split) seed")] = 0,
+    data_dir: Annotated[Path | None, typer.Option("--data", help="Local copy of a built-in dataset")] = None,
+) -> None:
+    """A grid of photos from DATA with their class names; prints the PNG path."""
+    from imgcls.visual.show import show_samples as draw
+
+    _print_written(draw(data, out, count, split, seed, data_dir))
+
+
+@show_app.command("augment")
+def show_augment(
+    source: Annotated[str, typer.Argument(help="An image file, or DATA (a seeded random training photo is used)")],
+    recipe: Annotated[str | None, typer.Option(help="Use this recipe's augmentation and image size")] = None,
+    aug: Annotated[
+        list[str] | None, typer.Option(help="Augmentation KEY=VALUE, Keras names (rotation_range=40)")
+    ] = None,
+    count: Annotated[int, typer.Option(help="Augmented copies")] = 9,
+    seed: Annotated[int, typer.Option(help="Random seed of the augmentations")] = 0,
+    out: Annotated[Path, typer.Option(help="Folder for the PNG files")] = Path("figures"),
+    data_dir: Annotated[Path | None, typer.Option("--data", help="Local copy of a built-in dataset")] = None,
+) -> None:
+    """The same photo augmented COUNT times (recipe or --aug; default the seeds' ImageDataGenerator),
+    plus seed 001's tf.image flips, crop, brightness and hue; prints the PNG paths."""
+    from imgcls.visual.show import show_augment as draw
+
+    _print_written(draw(source, out, recipe, _parse_pairs(aug or []), count, seed, data_dir))
+
+
+@show_app.command("activations")
+def show_activations(
+    run: RunArg,
+    image: Annotated[Path, typer.Argument(help="An image file")],
+    layers: Annotated[
+        list[str] | None, typer.Option(help="Layer names, patterns ('*conv*') or positions; default all conv/pool")
+    ] = None,
+    max_maps: Annotated[int, typer.Option(help="Feature maps drawn per layer (the first ones)")] = 64,
+    out: FiguresOut = None,
+) -> None:
+    """Feature maps of every convolution/pooling layer for IMAGE, one PNG per layer; prints the paths."""
+    from imgcls.visual.show import show_activations as draw
+
+    _print_written(draw(run, image, out, layers, max_maps))
+
+
+@app.command()
+def explain(
+    run: RunArg,
+    images: ImagePathsArg,
+    class_name: Annotated[
+        str | None, typer.Option("--class", help="Explain this class instead of the predicted one")
+    ] = None,
+    grid: Annotated[bool, typer.Option(help="One grid of overlays instead of one PNG per image")] = False,
+    out: FiguresOut = None,
+) -> None:
+    """Grad-CAM: where in each photo the model found its evidence; prints the PNG paths."""
+    from imgcls.inference import expand_paths
+    from imgcls.visual.show import explain_images
+
+    written = explain_images(run, expand_paths(images), out, class_name, grid)
+    _print_written(written)
+    if written.errors:
+        raise typer.Exit(1)
+
+
+def _print_written(written) -> None:
+    """PNG paths on stdout (one per line, for scripts); unusable inputs on stderr."""
+    for path in written.paths:
+        sys.stdout.write(f"{path}\n")
+    for error in written.errors:
+        err_console.print(f"[red]skipped {error}[/red]", highlight=False, soft_wrap=True)
 
 
 def _print_run_result(run: Path) -> None:

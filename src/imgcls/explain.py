@@ -190,8 +190,8 @@ def activation_layers(classifier: Classifier) -> list[str]:
 def activations(classifier: Classifier, item: ImageInput, layers: Sequence[str] | None = None) -> list[Activation]:
     """Each chosen convolution/pooling layer's output for one image, in the order the layers run.
 
-    `layers`: names or fnmatch patterns (``net.0``, ``*conv*``), or their 0-based positions in
-    `activation_layers` as strings; default all of them."""
+    `layers`: names or fnmatch patterns (``net.0``, ``*conv*``), or their 1-based positions in
+    `activation_layers` as strings (as numbered in `imgcls show activations` files); default all of them."""
     names = _select_layers(activation_layers(classifier), layers)
     modules = dict(classifier.model.named_modules())
     captured: dict[str, Activation] = {}
@@ -213,8 +213,8 @@ def _select_layers(available: list[str], wanted: Sequence[str] | None) -> list[s
         return available
     chosen: list[str] = []
     for pattern in wanted:
-        if pattern.isdigit() and int(pattern) < len(available):
-            matches = [available[int(pattern)]]
+        if pattern.isdigit() and 1 <= int(pattern) <= len(available):
+            matches = [available[int(pattern) - 1]]
         else:
             matches = [n for n in available if n == pattern or fnmatch.fnmatchcase(n, pattern)]
         if not matches:
