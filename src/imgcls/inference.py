@@ -85,7 +85,8 @@ class Classifier:
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """(N, H, W, C) uint8 from `pixels` -> (N, n_classes), for callers that decode and batch
         themselves (the server decodes each upload on its own, then batches concurrent requests)."""
-        return self._probabilities(torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2))
+        pixels = np.require(pixels, requirements=["C_CONTIGUOUS", "WRITEABLE"])  # torch wants writable memory
+        return self._probabilities(torch.from_numpy(pixels).permute(0, 3, 1, 2))
 
     def explain(self, item: ImageInput, class_index: int | None = None) -> Explanation:
         """Grad-CAM for one image (always on the PyTorch model); see `imgcls.explain`."""
