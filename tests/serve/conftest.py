@@ -1,5 +1,5 @@
-"""One tiny real model for every serve test: EfficientNet-Lite0 features + a head trained on 16
-cats and 16 dogs at 96 px (seconds), and a few held-out photos to send it."""
+"""One tiny real model for every serve test: EfficientNet-Lite0 features + a head trained on 16 cats
+and 16 dogs at 160 px (seconds; 76 of the first 80 val photos right), and held-out photos to send it."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def served_run(cats_dogs_tree, tmp_path_factory) -> Path:
             return imgcls.train(
                 data,
                 "transfer",
-                epochs=3,
-                image_size=96,
+                epochs=10,
+                image_size=160,
                 batch_size=8,
                 progress=False,
                 out=tmp_path_factory.mktemp("serve-runs"),

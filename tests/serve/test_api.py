@@ -70,7 +70,7 @@ def test_health(client):
 def test_model_describes_classes_size_and_training_metrics(client, classifier, served_run):
     described = client.get("/model").json()
     assert described["classes"] == ["cat", "dog"] == classifier.classes
-    assert described["image_size"] == 96
+    assert described["image_size"] == 160
     assert described["architecture"] == classifier.spec.architecture
     assert described["engine"] == "onnx"
     assert described["explain"] is True
@@ -119,7 +119,7 @@ def test_explain_returns_a_png_overlay_at_the_model_size(client, photos):
     assert explanation["label"] == answer["label"] and explanation["class_index"] == answer["class_index"]
     overlay = Image.open(io.BytesIO(base64.b64decode(explanation["overlay_png"])))
     assert overlay.format == "PNG" and overlay.mode == "RGB"
-    assert overlay.size == (96, 96) == (explanation["width"], explanation["height"])
+    assert overlay.size == (160, 160) == (explanation["width"], explanation["height"])
     assert np.asarray(overlay).std() > 5  # a picture, not a blank
     assert answer["timing"]["explain_ms"] > 0
 
