@@ -31,6 +31,12 @@ err_console = Console(stderr=True)
 
 DataArg = Annotated[str, typer.Argument(help="Folder of class subfolders, train/val layout, or a built-in name")]
 RunArg = Annotated[Path, typer.Argument(help="A run folder, e.g. runs/scratch")]
+DataRootOption = typer.Option(
+    "--data-root",
+    "--data",
+    help="Local copy of a built-in dataset (MNIST/raw/*-ubyte.gz, cifar-10-batches-py/, cats_and_dogs_filtered/); "
+    "nothing is downloaded then",
+)
 
 
 @app.command()
@@ -39,6 +45,7 @@ def train(
     recipe: Annotated[str | None, typer.Option(help="Recipe name (imgcls recipes)")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs")] = None,
     image_size: Annotated[int | None, typer.Option(help="Square input size in pixels")] = None,
+    channels: Annotated[int | None, typer.Option(help="Input channels: 1 = grayscale, 3 = RGB")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per step")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate")] = None,
     augment: Annotated[bool | None, typer.Option("--augment/--no-augment", help="Recipe augmentation on/off")] = None,
@@ -73,7 +80,7 @@ def train(
     strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp, ddp_spawn, fsdp")] = "auto",
     num_nodes: Annotated[int, typer.Option(help="Machines for multi-node training")] = 1,
     accelerator: Annotated[str, typer.Option(help="cpu, gpu, mps or auto")] = "auto",
-    data_dir: Annotated[Path | None, typer.Option("--data", help="Local copy of a built-in dataset")] = None,
+    data_dir: Annotated[Path | None, DataRootOption] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
 ) -> None:
     """Train a recipe on DATA; writes a run folder with the model, history, curves and metrics."""
@@ -94,9 +101,12 @@ def train(
             augmentation = SEED_AUGMENT
         if aug:
             augmentation = Augment.from_dict({**augmentation.as_dict(), **_parse_pairs(aug)})
+        if channels not in (None, 1, 3):
+            raise ImgclsError(f"--channels {channels}: use 1 (grayscale) or 3 (RGB)")
         chosen = chosen.override(
             epochs=epochs,
             image_size=image_size,
+            channels=channels,
             batch_size=batch_size,
             lr=lr,
             val_split=val_split,
@@ -135,10 +145,15 @@ def evaluate(
     run: RunArg,
     data: Annotated[str | None, typer.Argument(help="Other data (default: the run's test, else val split)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout")] = False,
+    data_dir: Annotated[Path | None, DataRootOption] = None,
 ) -> None:
     """Accuracy, loss, per-class precision/recall/F1, confusion matrix, ROC AUC (two classes)."""
     from imgcls.evaluation import evaluate_run
 
+    if data is not None and data_dir is not None:  # a built-in name read from a local copy
+        from imgcls.data.builtin import resolve_builtin
+
+        data = str(resolve_builtin(data, data_dir))
     metrics = evaluate_run(run, data)
     if as_json:
         sys.stdout.write(json.dumps(metrics) + "\n")
@@ -294,7 +309,7 @@ def data_check(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout")] = False,
     val_split: Annotated[float, typer.Option(help="Share held out when DATA has no val/ folder")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of that split")] = 0,
-    data_dir: Annotated[Path | None, typer.Option("--data", help="Local copy of a built-in dataset")] = None,
+    data_dir: Annotated[Path | None, DataRootOption] = None,
 ) -> None:
     """Counts, formats, sizes, unreadable files, duplicates, leakage across splits, imbalance."""
     from imgcls.data.check import check_dataset, print_check
