@@ -117,7 +117,7 @@ def _samples_for(data: str | Path, classes: list[str]):
 
     dataset = discover(data, val_split=0.2, seed=0)
     split = "test" if "test" in dataset.splits else "val"
-    if dataset.source != "folders":  # a plain folder of class subfolders: evaluate all of it
+    if split == "val" and dataset.source != "folders":  # a plain folder of class subfolders: evaluate all of it
         split = "all"
         pool = dataset.splits["train"] + dataset.splits["val"]
     else:
