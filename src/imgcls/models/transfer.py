@@ -31,13 +31,14 @@ def make_head(feature_shape: tuple[int, ...], num_outputs: int, hidden: int = 0,
 
 
 class TransferNet(nn.Module):
-    def __init__(self, backbone: nn.Module, head: nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module, in_channels: int = 3):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.in_channels = in_channels  # a plain int, so ONNX export traces no shape test
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.shape[1] == 1:  # grayscale photos: the RGB backbone sees three equal channels
+        if self.in_channels == 1:  # grayscale photos: the RGB backbone sees three equal channels
             images = images.expand(-1, 3, -1, -1)
         return self.head(self.backbone(images))
 
@@ -57,7 +58,7 @@ def transfer(
     if in_channels not in (1, 3):
         raise ValueError(f"pretrained backbones take RGB or grayscale input, not {in_channels} channels")
     body, _ = create_backbone(backbone, **(backbone_args or {}))
-    return TransferNet(body, make_head(feature_shape(body, image_size), num_outputs, hidden, dropout))
+    return TransferNet(body, make_head(feature_shape(body, image_size), num_outputs, hidden, dropout), in_channels)
 
 
 @torch.no_grad()
