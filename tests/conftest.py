@@ -192,6 +192,25 @@ def cats_dogs_tree(cats_vs_dogs_dir: Path) -> Callable[..., Path]:
     return make
 
 
+@pytest.fixture(scope="session")
+def tiny_runs(cats_dogs_tree, tmp_path_factory) -> SimpleNamespace:
+    """Two small real runs shared by the explain/visual tests: `seed_cnn` (seed-basic-cnn, 1 epoch)
+    and `transfer` (EfficientNet-Lite0 head, 2 epochs), both at 64 px on 8+8 train / 4+4 val photos;
+    `data` is their photo folder."""
+    import imgcls
+
+    root = tmp_path_factory.mktemp("tiny-runs")
+    data = cats_dogs_tree(root / "data", train=8, val=4)
+    tiny = {"image_size": 64, "batch_size": 8, "progress": False, "out": root / "runs"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IMGCLS_CACHE", str(root / "cache"))
+        patch.setenv(RUN_DIR_ENV, "")  # so that the undo removes what training sets
+        patch.delenv(RUN_DIR_ENV)
+        seed_cnn = imgcls.train(data, "seed-basic-cnn", epochs=1, **tiny)
+        transfer = imgcls.train(data, "transfer", epochs=2, **tiny)
+    return SimpleNamespace(data=data, seed_cnn=seed_cnn, transfer=transfer)
+
+
 # --------------------------------------------------------------------------- real browser (Debian chromium)
 
 CHROMIUM_FLAGS = [
