@@ -47,6 +47,7 @@ class Recipe:
     schedule: str = "constant"  # constant | onecycle | cosine (per step)
     warmup_fraction: float = 0.25  # onecycle: share of steps spent rising to lr
     label_smoothing: float = 0.0
+    aux_loss_weight: float = 0.3  # GoogLeNet: each auxiliary classifier's loss is added this many times
     head: str = "auto"  # auto: one logit + binary cross-entropy for 2 classes, softmax otherwise
     augment: Augment = Augment()
     early_stopping: int = 0  # patience in epochs on val_loss; 0 = off
@@ -275,5 +276,182 @@ register_recipe(
         optimizer="adam",
         lr=1e-3,
         unfreeze="conv5",
+    )
+)
+
+
+# --------------------------------------------------------------------------- issue 4: the classic networks
+# Seed 001 (AlexNet, VGG, GoogLeNet, ResNet) and seed 003 (Fashion-MNIST CNN), each as the seed wrote it,
+# then a "-fast" variant of each for 32x32 photos (CIFAR-10), and `cifar10-fast`, built for accuracy per
+# CPU second. Measured on ../shared/data/cifar10_test (10 x 1,000 CIFAR-10 test JPEGs, seeded 80/20 split).
+
+SEED_SGD = {  # seed 001, AlexNet section: SGD(learning_rate=0.01, momentum=0.0), batch_size=128, epochs=3
+    "optimizer": "sgd",
+    "lr": 0.01,
+    "momentum": 0.0,
+    "batch_size": 128,
+    "epochs": 3,
+    "val_split": 0.1,  # fit(..., validation_split=0.1)
+    "head": "softmax",  # Dense(10, activation='softmax') + sparse_categorical_crossentropy
+}
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # CIFAR-10 training-set channel statistics, on [0, 1] pixels
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+CROP_FLIP = Augment(  # the CIFAR standard: random 32x32 crop of the image padded by 4 px (reflect) + flips
+    width_shift_range=4, height_shift_range=4, fill_mode="reflect", horizontal_flip=True
+)
+FAST = {  # shared by the -fast recipes: 32x32 RGB, CIFAR normalisation, crop + flip, one-cycle AdamW
+    "image_size": 32,
+    "channels": 3,
+    "mean": CIFAR_MEAN,
+    "std": CIFAR_STD,
+    "batch_size": 128,
+    "optimizer": "adamw",
+    "lr": 2e-3,
+    "weight_decay": 5e-2,
+    "schedule": "onecycle",
+    "label_smoothing": 0.1,
+    "head": "softmax",
+    "augment": CROP_FLIP,
+}
+
+register_recipe(
+    Recipe(
+        name="seed-alexnet-mnist",
+        description="Seed 001's AlexNet on MNIST: 28 px digits resized to 227, 1 channel, SGD 0.01, 3 epochs",
+        expected="not measured here (58.3 M parameters at 227 px); the seed trains on 256 images for a demo",
+        model="alexnet",
+        image_size=227,  # tf.image.resize_with_pad(images, 227, 227): square digits, so a plain resize
+        channels=1,
+        **SEED_SGD,  # the seed feeds raw 0-255 pixels; here they are scaled to [0, 1] as in the other seeds
+    )
+)
+
+register_recipe(
+    Recipe(
+        name="seed-vgg11",
+        description="Seed 001's VGG-11 (vgg_block per conv_arch, Dense 4096 x2), 224 px, 1 channel, SGD 0.01",
+        expected="not measured here (128.8 M parameters at 224 px); the seed only builds it",
+        model="vgg",
+        model_args={"conv_arch": [[1, 64], [1, 128], [2, 256], [2, 512], [2, 512]]},
+        image_size=224,  # X = tf.random.uniform((1, 224, 224, 1))
+        channels=1,
+        **SEED_SGD,  # the seed trains only its AlexNet: VGG, GoogLeNet and ResNet reuse those settings
+    )
+)
+
+register_recipe(
+    Recipe(
+        name="seed-googlenet",
+        description="Seed 001's GoogLeNet: Inception b1-b5 + two auxiliary classifiers (loss weight 0.3), 224 px RGB",
+        expected="not measured here (12.7 M parameters with the auxiliary heads); the seed only builds it",
+        model="googlenet",
+        image_size=224,  # tf.keras.Input(shape=(224, 224, 3))
+        channels=3,
+        aux_loss_weight=0.3,
+        **SEED_SGD,
+    )
+)
+
+register_recipe(
+    Recipe(
+        name="seed-resnet18",
+        description="Seed 001's ResNet([2,2,2,2]): 7x7/2 stem, Residual blocks + batch norm, 224 px, 1 channel",
+        expected="not measured here (11.2 M parameters); the seed only builds it",
+        model="resnet18",
+        image_size=224,  # X = tf.random.uniform(shape=(1, 224, 224, 1))
+        channels=1,
+        **SEED_SGD,
+    )
+)
+
+register_recipe(
+    Recipe(
+        name="seed-fashion-cnn",
+        description="Seed 003's Fashion-MNIST CNN: Conv 64, pool, Conv 64, pool, Dense 128; Adam, 28 px, 2 epochs",
+        expected="not measured here (243,786 parameters); Fashion-MNIST 2-conv nets reach ~92% (field notes)",
+        model="fashion-cnn",
+        image_size=28,
+        channels=1,  # (train_x / 255).reshape(-1, 28, 28, 1)
+        batch_size=32,  # Keras' default batch size
+        epochs=2,
+        optimizer="adam",
+        lr=1e-3,
+        head="softmax",
+    )
+)
+
+register_recipe(
+    Recipe(
+        name="seed-alexnet-fast",
+        description="AlexNet for 32 px photos: 3x3 stride-1 stem, half widths, Dense 1024 x2; crop+flip, one-cycle",
+        expected="TBD",
+        model="alexnet",
+        model_args={"stem_kernel": 3, "stem_stride": 1, "widths": [48, 128, 192, 192, 128], "hidden": 1024},
+        epochs=4,
+        **{**FAST, "lr": 1e-3},  # no batch norm: half the rate of the others
+    )
+)
+
+register_recipe(
+    Recipe(
+        name="seed-vgg11-fast",
+        description="VGG-11 for 28-32 px images: its first 4 blocks at half width (32..256) + batch norm, Dense 512 x2",
+        expected="TBD",
+        model="vgg",
+        model_args={
+            "conv_arch": [[1, 32], [1, 64], [2, 128], [2, 256]],  # a 5th max-pool would leave 28 px images 0x0
+            "hidden": 512,
+            "batch_norm": True,
+        },
+        epochs=4,
+        **FAST,
+    )
+)
+
+register_recipe(
+    Recipe(
+        name="seed-googlenet-fast",
+        description="GoogLeNet for 32 px photos: 7x7 stride-1 stem, half the channels, both auxiliary classifiers",
+        expected="TBD",
+        model="googlenet",
+        model_args={"stem_stride": 1, "width": 0.5},
+        epochs=3,
+        **FAST,
+    )
+)
+
+register_recipe(
+    Recipe(
+        name="seed-resnet18-fast",
+        description="ResNet-18 for 32 px photos: 3x3 stride-1 stem, no max-pool, quarter widths (16..128)",
+        expected="TBD",
+        model="resnet18",
+        model_args={"widths": [16, 32, 64, 128], "stem_kernel": 3, "stem_stride": 1, "stem_pool": False},
+        epochs=4,
+        **FAST,
+    )
+)
+
+register_recipe(
+    Recipe(
+        name="seed-fashion-cnn-fast",
+        description="Seed 003's Fashion-MNIST CNN on 32 px RGB photos, with crop+flip and one-cycle AdamW",
+        expected="TBD",
+        model="fashion-cnn",
+        epochs=15,
+        **FAST,
+    )
+)
+
+register_recipe(
+    Recipe(
+        name="cifar10-fast",
+        description="Built for accuracy per CPU second on 32 px photos: ResNet (1 block per stage, 32..256) "
+        "after a 3x3 stem and max-pool; crop+flip, label smoothing, one-cycle AdamW",
+        expected="TBD",
+        model="resnet18",
+        model_args={"widths": [32, 64, 128, 256], "blocks": [1, 1, 1, 1], "stem_kernel": 3, "stem_stride": 1},
+        epochs=10,
+        **FAST,
     )
 )

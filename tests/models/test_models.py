@@ -22,7 +22,8 @@ SEED_CNN_PARAMETERS = 10_641_441
 
 def small_spec(name: str, channels: int, n_classes: int = 3) -> ModelSpec:
     """A spec at a small input size where the model allows it (its default size otherwise)."""
-    size = 32 if accepts(name, "image_size") else min(get_model_entry(name).default_size, 64)
+    entry = get_model_entry(name)
+    size = max(32, entry.min_size) if accepts(name, "image_size") else min(entry.default_size, 64)
     return ModelSpec(
         architecture=name,
         classes=[f"c{k}" for k in range(n_classes)],
@@ -53,10 +54,10 @@ def test_forward_backward(name: str, channels: int) -> None:
     model = build_classifier(spec).train()
     pixels = torch.randint(0, 256, (2, channels, spec.image_size, spec.image_size), dtype=torch.uint8)
 
-    logits = model(pixels)
-    assert logits.shape == (2, 3)
-    assert torch.isfinite(logits).all()
-    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2])).backward()
+    outputs = model(pixels)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)  # GoogLeNet trains (main, aux1, aux2)
+    assert all(logits.shape == (2, 3) and torch.isfinite(logits).all() for logits in outputs)
+    sum(torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2])) for logits in outputs).backward()
 
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert params

@@ -25,18 +25,21 @@ class ModelEntry:
     builder: ModelBuilder
     description: str
     default_size: int  # pixels, square input the model was designed for
+    min_size: int = 1  # pixels, the smallest square input it takes (Flatten heads need a 1x1 map)
 
 
 _MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, description: str, default_size: int = 224) -> Callable[[ModelBuilder], ModelBuilder]:
+def register_model(
+    name: str, description: str, default_size: int = 224, min_size: int = 1
+) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator: `@register_model("seed-basic-cnn", "...", 150)` above a builder function."""
 
     def decorate(builder: ModelBuilder) -> ModelBuilder:
         if name in _MODELS:
             raise ValueError(f"model {name!r} registered twice")
-        _MODELS[name] = ModelEntry(name, builder, description, default_size)
+        _MODELS[name] = ModelEntry(name, builder, description, default_size, min_size)
         return builder
 
     return decorate
@@ -65,4 +68,4 @@ def create_model(name: str, num_outputs: int, in_channels: int = 3, **kwargs) ->
 
 def _load_builtin_models() -> None:
     """Import the modules whose decorators fill the registry (lazily, to keep start-up fast)."""
-    from imgcls.models import cnn, transfer  # noqa: F401
+    from imgcls.models import classic, cnn, transfer  # noqa: F401

@@ -64,8 +64,12 @@ class ClassifierModule(L.LightningModule):
 
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str) -> torch.Tensor:
         pixels, labels = batch
-        logits = self(pixels)
+        outputs = self(pixels)
+        # GoogLeNet in training mode: (main, aux1, aux2); each auxiliary loss counts aux_loss_weight times
+        logits, *auxiliary = outputs if isinstance(outputs, tuple) else (outputs,)
         loss = self.loss(logits, labels)
+        for aux_logits in auxiliary:
+            loss = loss + self.recipe.get("aux_loss_weight", 0.3) * self.loss(aux_logits, labels)
         accuracy = (self.predicted(logits) == labels).float().mean()
         size = len(labels)
         self.log(
@@ -111,7 +115,8 @@ class ClassifierModule(L.LightningModule):
         elif name == "adamw":
             optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=decay)
         elif name == "sgd":
-            optimizer = torch.optim.SGD(params, lr=lr, momentum=recipe["momentum"], nesterov=True, weight_decay=decay)
+            momentum = recipe["momentum"]  # 0: plain SGD (the seeds' SGD(momentum=0.0)), else Nesterov
+            optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=decay)
         elif name == "rmsprop":
             optimizer = torch.optim.RMSprop(params, lr=lr, momentum=recipe["momentum"], weight_decay=decay)
         else:
