@@ -12,7 +12,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
+from rich.table import Column, Table
+from rich.text import Text
 
 from imgcls.errors import ImgclsError
 
@@ -82,6 +84,7 @@ def train(
     accelerator: Annotated[str, typer.Option(help="cpu, gpu, mps or auto")] = "auto",
     data_dir: Annotated[Path | None, DataRootOption] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write RUN/report.html at the end")] = True,
 ) -> None:
     """Train a recipe on DATA; writes a run folder with the model, history, curves and metrics."""
     from imgcls.augment import Augment
@@ -134,6 +137,7 @@ def train(
             class_weights=class_weights,
             data_dir=data_dir,
             progress=progress,
+            report=report,
         )
         run = fit(data, chosen, options)
     if _is_rank_zero():  # DDP worker processes run this command too: report once
@@ -159,6 +163,58 @@ def evaluate(
         sys.stdout.write(json.dumps(metrics) + "\n")
         return
     _print_metrics(metrics)
+
+
+@app.command()
+def mistakes(
+    run: RunArg,
+    data: Annotated[str | None, typer.Argument(help="Other data (default: the run's test, else val split)")] = None,
+    top: Annotated[int, typer.Option(help="How many mistakes to list and draw")] = 16,
+    out: Annotated[Path | None, typer.Option(help="PNG to write (default: RUN/mistakes.png)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout")] = False,
+) -> None:
+    """The most confident wrong predictions (highest loss first): a table and a grid PNG, or --json."""
+    from imgcls.evaluation import mistakes_summary, predict_run, top_mistakes
+    from imgcls.visual.audit import mistakes_figure
+
+    predicted = predict_run(run, data, cached_features=True)
+    found = top_mistakes(predicted, top)
+    png = mistakes_figure(predicted, found, out or run / "mistakes.png") if found else None
+    summary = mistakes_summary(predicted, found, png)
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+        return
+    console.print(
+        f"[bold]{summary['n_wrong']}[/bold] of {summary['n_images']} images wrong ({escape(predicted.described)})",
+        soft_wrap=True,
+    )
+    table = Table("#", Column("file", overflow="fold"), "true", "predicted", "probability", "loss")
+    for rank, m in enumerate(found, 1):
+        table.add_row(
+            str(rank),
+            Text(_shown_path(m.path, predicted.root)),
+            Text(m.true_label),
+            Text(m.predicted_label),
+            f"{m.probability:.1%}",
+            f"{m.loss:.3f}",
+        )
+    console.print(table)
+    if png:
+        console.print(f"Wrote {escape(str(png))}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def report(
+    run: RunArg,
+    suspects: Annotated[
+        bool | None, typer.Option("--suspects/--no-suspects", help="Likely mislabelled images (default: when cheap)")
+    ] = None,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Duplicates and leakage (reads every file)")] = True,
+) -> None:
+    """Write RUN/report.html: metrics, curves, confusion, ROC, mistakes, Grad-CAM, suspects, data, config."""
+    from imgcls.visual.report import write_report
+
+    sys.stdout.write(f"{write_report(run, suspects, check)}\n")
 
 
 @app.command()
@@ -323,6 +379,44 @@ def data_check(
         raise typer.Exit(1)
 
 
+@data_app.command("suspects")
+def data_suspects(
+    run: RunArg,
+    data: Annotated[str | None, typer.Argument(help="Images to audit (default: all images of the run)")] = None,
+    folds: Annotated[int, typer.Option(help="Folds: each image is judged by a head fitted on the others")] = 5,
+    top: Annotated[int, typer.Option(help="How many to list and draw (--json: 0 = all)")] = 20,
+    out: Annotated[Path | None, typer.Option(help="PNG to write (default: RUN/suspects.png)")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the folds")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout")] = False,
+) -> None:
+    """Likely mislabelled images: those whose label the model disagrees with most, judged out of fold."""
+    from imgcls.suspects import find_suspects
+    from imgcls.visual.audit import suspects_figure
+
+    found = find_suspects(run, data, folds=folds, seed=seed)
+    shown = found.suspects[: top or None]
+    png = suspects_figure(found, shown[:20], out or run / "suspects.png") if shown else None
+    if as_json:
+        sys.stdout.write(json.dumps({**found.as_dict(top or None), "png": png and str(png)}) + "\n")
+        return
+    console.print(
+        f"{escape(found.data)}: {found.folds} folds on features of {escape(found.features)}; "
+        f"[bold]{found.disagreements}[/bold] label(s) disagree with the out-of-fold prediction",
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = Table("#", Column("file", overflow="fold"), "split", "given label", "model's label", "score")
+    for rank, s in enumerate(shown, 1):
+        style = "red" if s.predicted_label != s.given_label else ""
+        predicted = Text(f"{s.predicted_label} {s.predicted_probability:.1%}", style=style)
+        table.add_row(
+            str(rank), Text(_shown_path(s.path, found.root)), s.split, Text(s.given_label), predicted, f"{s.score:.3f}"
+        )
+    console.print(table)
+    if png:
+        console.print(f"Wrote {escape(str(png))}", highlight=False, soft_wrap=True)
+
+
 ImagePathsArg = Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns")]
 FiguresOut = Annotated[Path | None, typer.Option(help="Folder for the PNG files (default: inside the run folder)")]
 
@@ -397,6 +491,16 @@ def explain(
         raise typer.Exit(1)
 
 
+def _shown_path(path: Path, root: Path | None) -> str:
+    """A path relative to its data folder when it lies inside (short tables), else as it is."""
+    from imgcls.data.decode import display_path
+
+    try:
+        return display_path(path.relative_to(root)) if root else display_path(path)
+    except ValueError:
+        return display_path(path)
+
+
 def _print_written(written) -> None:
     """PNG paths on stdout (one per line, for scripts); unusable inputs on stderr."""
     for path in written.paths:
@@ -416,6 +520,8 @@ def _print_run_result(run: Path) -> None:
         f"Run folder: [bold]{run}[/bold]  (model.safetensors, history.csv, curves.png, metrics.json)",
         soft_wrap=True,
     )
+    if (run / "report.html").is_file():
+        console.print(f"Report: [bold]{escape(str(run / 'report.html'))}[/bold]", soft_wrap=True)
     _print_metrics(metrics, with_headline=False)
     console.print(f"Next: imgcls evaluate {run}   |   imgcls predict {run} PHOTO.jpg", soft_wrap=True)
 

@@ -161,3 +161,13 @@ class FeatureExtractor:
         key = cache_key(path, self.decode)
         if key:
             self.store.store(key, features)
+
+
+def run_extractor(run: Path, backbone: nn.Module, size: int, resize: str, mean, std) -> FeatureExtractor:
+    """An extractor set up exactly as a transfer run's training set up its own (same preprocessing and
+    augmentation settings from config.yaml), so a frozen backbone finds the features training cached."""
+    from imgcls.runs import read_config
+
+    recipe = read_config(run).get("recipe", {}) if (run / "config.yaml").is_file() else {}
+    augment = Augment.from_dict(recipe.get("augment") or {})
+    return FeatureExtractor(backbone, DecodeSettings((size, size), 3, resize), tuple(mean), tuple(std), augment)

@@ -53,6 +53,7 @@ class TrainOptions:
     class_weights: str | None = None  # "auto": inverse class frequency
     data_dir: Path | None = None  # where to look for a built-in dataset
     progress: bool = True
+    report: bool = True  # write report.html at the end (a failure there is a warning, not a failed training)
 
 
 def train(data: str | Path, recipe: Recipe, options: TrainOptions | None = None) -> Path:
@@ -65,7 +66,7 @@ def train(data: str | Path, recipe: Recipe, options: TrainOptions | None = None)
         runs.write_json(run / "split.json", dataset.split_manifest())
         runs.write_json(run / "classes.json", dataset.classes)
     try:
-        return _fit(run, dataset, recipe, options, ckpt_path=None)
+        return _reported(_fit(run, dataset, recipe, options, ckpt_path=None), options)
     except ImgclsError:
         if _is_rank_zero() and not (run / "checkpoints").exists():
             shutil.rmtree(run, ignore_errors=True)  # stopped before training (e.g. missing weights): no empty run
@@ -82,7 +83,16 @@ def resume(run: Path | str, progress: bool = True) -> Path:
     os.environ[runs.RUN_DIR_ENV] = str(run)
     options = TrainOptions(**{**config["options"], "out": run.parent, "name": run.name, "progress": progress})
     dataset = load_manifest(run / "split.json")
-    return _fit(run, dataset, Recipe.from_dict(config["recipe"]), options, ckpt_path=checkpoint)
+    return _reported(_fit(run, dataset, Recipe.from_dict(config["recipe"]), options, ckpt_path=checkpoint), options)
+
+
+def _reported(run: Path, options: TrainOptions) -> Path:
+    """report.html for the finished run, once (rank zero); see `imgcls.visual.report`."""
+    if options.report and _is_rank_zero():
+        from imgcls.visual.report import write_report_safely
+
+        write_report_safely(run)
+    return run
 
 
 def newest_checkpoint(run: Path) -> Path | None:
@@ -254,7 +264,7 @@ def finish_run(run: Path, model: torch.nn.Module, spec: ModelSpec, probs, labels
 
 
 def _config(data: str | Path, dataset: Dataset, recipe: Recipe, options: TrainOptions) -> dict[str, Any]:
-    option_values = {k: v for k, v in vars(options).items() if k not in ("out", "name", "progress")}
+    option_values = {k: v for k, v in vars(options).items() if k not in ("out", "name", "progress", "report")}
     return {
         "data": {
             "argument": str(data),
