@@ -60,17 +60,28 @@ def operation_rows(
     return _save(figure, path, title)
 
 
-def feature_map_grid(maps: np.ndarray, path: Path, title: str, columns: int = 8) -> Path:
-    """(N, h, w) feature maps tiled in one picture, each standardised on its own like seed 000
-    (mean 128, 64 per standard deviation; flat maps stay dark). Ticks give the channel numbers."""
+def feature_mosaic(maps: np.ndarray, columns: int = 8) -> np.ndarray:
+    """(N, h, w) maps -> one (rows*(h+gap)-gap, columns*(w+gap)-gap) picture, tiles in reading order,
+    each standardised on its own like seed 000 (mean 128, 64 per standard deviation; flat maps 0);
+    gaps and unused tiles are NaN (drawn white)."""
     count, height, width = maps.shape
-    gap = max(1, round(min(height, width) / 16))  # pixels between maps
     columns = max(1, min(columns, count))
     rows = math.ceil(count / columns)
+    gap = _gap(height, width)
     mosaic = np.full((rows * (height + gap) - gap, columns * (width + gap) - gap), np.nan, dtype=np.float32)
     for index in range(count):
         top, left = (index // columns) * (height + gap), (index % columns) * (width + gap)
         mosaic[top : top + height, left : left + width] = _standardise(maps[index])
+    return mosaic
+
+
+def feature_map_grid(maps: np.ndarray, path: Path, title: str, columns: int = 8) -> Path:
+    """(N, h, w) feature maps as one `feature_mosaic`; ticks give the channel numbers."""
+    count, height, width = maps.shape
+    columns = max(1, min(columns, count))
+    rows = math.ceil(count / columns)
+    gap = _gap(height, width)
+    mosaic = feature_mosaic(maps, columns)
     scale = min(11.0 / columns, 9.0 / rows, 1.6)  # inches per map
     size = (max(columns * scale, 4.5) + 1.2, rows * scale * height / width + 1.3)
     figure, axis = plt.subplots(figsize=size, layout="constrained")
@@ -122,6 +133,11 @@ def _show(axis, image: np.ndarray, keep_frame: bool = False) -> None:
         axis.imshow(image)
     if not keep_frame:
         axis.axis("off")
+
+
+def _gap(height: int, width: int) -> int:
+    """Pixels between feature maps: thin for small maps, so 2x2 maps are not mostly gap."""
+    return max(1, round(min(height, width) / 16))
 
 
 def _standardise(values: np.ndarray) -> np.ndarray:
