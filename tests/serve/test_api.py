@@ -18,7 +18,6 @@ from PIL import Image
 
 from imgcls.inference import Classifier
 from imgcls.serve import create_app
-from imgcls.serve.uploads import UploadError, UploadLimit
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -223,47 +222,12 @@ def test_concurrent_requests_get_their_own_answers(client, classifier, photos):
     assert after["pending"] == 0
 
 
-# --------------------------------------------------------------------------- the upload limit itself
+def test_a_model_without_grad_cam_still_predicts_and_says_why(served_run, photos, monkeypatch):
+    import imgcls.explain
 
-
-async def drive(middleware: UploadLimit, chunks: list[bytes], headers: list[tuple[bytes, bytes]]) -> dict:
-    """Run the middleware on an app that reads the whole body; count what it pulled from the client."""
-    pulled = {"chunks": 0, "status": None}
-
-    async def receive():
-        index = pulled["chunks"]
-        pulled["chunks"] += 1
-        return {"type": "http.request", "body": chunks[index], "more_body": index + 1 < len(chunks)}
-
-    async def send(message):
-        if message["type"] == "http.response.start":
-            pulled["status"] = message["status"]
-
-    middleware.app = reads_everything
-    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": headers}
-    try:
-        await middleware(scope, receive, send)
-    except UploadError as error:
-        pulled["status"] = error.status
-    return pulled
-
-
-async def reads_everything(scope, receive, send):
-    while (await receive()).get("more_body"):
-        pass
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b""})
-
-
-@pytest.mark.parametrize("declared", [True, False])
-def test_upload_limit_stops_reading_at_the_limit(declared):
-    import anyio
-
-    limit = UploadLimit(reads_everything, max_bytes=100_000)
-    chunks = [b"x" * 65_536] * 160  # 10 MiB offered
-    headers = [(b"content-length", str(65_536 * 160).encode())] if declared else []
-    pulled = anyio.run(drive, limit, chunks, headers)
-    assert pulled["status"] == 413
-    assert pulled["chunks"] == (0 if declared else 2)  # refused from the header, or at the first chunk past it
-    small = anyio.run(drive, limit, [b"x" * 1000] * 3, [])
-    assert small == {"chunks": 3, "status": 200}
+    monkeypatch.setattr(imgcls.explain, "supports_grad_cam", lambda classifier: False)
+    with TestClient(create_app(served_run)) as plain:
+        assert plain.get("/model").json()["explain"] is False
+        answer = post_file(plain, photos["dog"][0].read_bytes(), query="?explain=true").json()
+    assert answer["label"] == "dog"
+    assert answer["explanation"] is None and "not available" in answer["explain_error"]

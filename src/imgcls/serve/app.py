@@ -61,6 +61,10 @@ class ServeSettings:
     batch_window_ms: float = 3.0  # longest wait for requests still decoding to join a batch
     max_pending: int = 256  # requests decoding or queued before new ones get 503
 
+    def __post_init__(self) -> None:
+        if self.max_upload_mb <= 0 or self.max_batch < 1 or self.batch_window_ms < 0 or self.max_pending < 1:
+            raise ImgclsError("--max-upload-mb must be > 0, --max-batch >= 1 and --batch-window-ms >= 0")
+
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 2**20)
@@ -77,8 +81,6 @@ def create_app_from_environment() -> FastAPI:
 
 
 def build_app(settings: ServeSettings) -> FastAPI:
-    if settings.max_upload_mb <= 0 or settings.max_batch < 1 or settings.batch_window_ms < 0:
-        raise ImgclsError("--max-upload-mb must be > 0, --max-batch >= 1 and --batch-window-ms >= 0")
     folder = resolve_run(settings.run)
     classifier = Classifier.load(folder, engine=settings.engine)
     model = ModelService(classifier, folder, settings)
@@ -189,9 +191,13 @@ class ModelService:
     async def _explain(self, pixels: np.ndarray, class_index: int) -> tuple[dict | None, str | None]:
         if self.explain_problem is not None:
             return None, self.explain_problem
-        explanation = await anyio.to_thread.run_sync(
-            self.classifier.explain, pixels, class_index, limiter=self.explainers
-        )
+        try:
+            explanation = await anyio.to_thread.run_sync(
+                self.classifier.explain, pixels, class_index, limiter=self.explainers
+            )
+        except Exception as error:  # the prediction stands even when its explanation fails
+            log.exception("Grad-CAM failed")
+            return None, f"Grad-CAM failed ({type(error).__name__})"
         height, width = explanation.overlay.shape[:2]
         return {
             "label": explanation.label,
@@ -322,13 +328,12 @@ def run_server(run: Path | str, host: str = "127.0.0.1", port: int = 8000, worke
     import uvicorn
 
     chosen = ServeSettings(run=str(run), **settings)
-    app = build_app(chosen)
     if not _is_loopback(host):
         log.warning("listening on %s: anyone who can reach this machine can use the model (no authentication)", host)
     if workers <= 1:
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        uvicorn.run(build_app(chosen), host=host, port=port, log_level="info")
         return
-    del app
+    Classifier.load(resolve_run(chosen.run), engine=chosen.engine)  # fail here, and export ONNX once, not per worker
     os.environ[SETTINGS_ENV] = json.dumps(asdict(chosen))
     uvicorn.run("imgcls.serve.app:create_app_from_environment", factory=True, host=host, port=port, workers=workers)
 
