@@ -192,12 +192,14 @@ class ModelService:
         if self.explain_problem is not None:
             return None, self.explain_problem
         try:
-            explanation = await anyio.to_thread.run_sync(
-                self.classifier.explain, pixels, class_index, limiter=self.explainers
-            )
+            return await anyio.to_thread.run_sync(self._explained, pixels, class_index, limiter=self.explainers), None
         except Exception as error:  # the prediction stands even when its explanation fails
             log.exception("Grad-CAM failed")
             return None, f"Grad-CAM failed ({type(error).__name__})"
+
+    def _explained(self, pixels: np.ndarray, class_index: int) -> dict:
+        """Grad-CAM and its PNG, in a worker thread: neither should hold up the event loop."""
+        explanation = self.classifier.explain(pixels, class_index)
         height, width = explanation.overlay.shape[:2]
         return {
             "label": explanation.label,
@@ -205,7 +207,7 @@ class ModelService:
             "width": width,
             "height": height,
             "overlay_png": base64.b64encode(_png(explanation.overlay)).decode("ascii"),
-        }, None
+        }
 
 
 async def read_image_bytes(request: Request, max_bytes: int) -> bytes:
