@@ -425,10 +425,10 @@ FiguresOut = Annotated[Path | None, typer.Option(help="Folder for the PNG files 
 def show_samples(
     data: DataArg,
     out: Annotated[Path, typer.Option(help="Folder for the PNG file")] = Path("figures"),
-    count: Annotated[int, typer.Option(help="Photos in the grid")] = 15,
+    count: Annotated[int, typer.Option(min=1, help="Photos in the grid")] = 15,
     split: Annotated[str, typer.Option(help="train, val or test")] = "train",
     seed: Annotated[int, typer.Option(help="Random pick (and val split) seed")] = 0,
-    data_dir: Annotated[Path | None, typer.Option("--data", help="Local copy of a built-in dataset")] = None,
+    data_dir: Annotated[Path | None, DataRootOption] = None,
 ) -> None:
     """A grid of photos from DATA with their class names; prints the PNG path."""
     from imgcls.visual.show import show_samples as draw
@@ -443,10 +443,10 @@ def show_augment(
     aug: Annotated[
         list[str] | None, typer.Option(help="Augmentation KEY=VALUE, Keras names (rotation_range=40)")
     ] = None,
-    count: Annotated[int, typer.Option(help="Augmented copies")] = 9,
+    count: Annotated[int, typer.Option(min=1, help="Augmented copies")] = 9,
     seed: Annotated[int, typer.Option(help="Random seed of the augmentations")] = 0,
     out: Annotated[Path, typer.Option(help="Folder for the PNG files")] = Path("figures"),
-    data_dir: Annotated[Path | None, typer.Option("--data", help="Local copy of a built-in dataset")] = None,
+    data_dir: Annotated[Path | None, DataRootOption] = None,
 ) -> None:
     """The same photo augmented COUNT times (recipe or --aug; default the seeds' ImageDataGenerator),
     plus seed 001's tf.image flips, crop, brightness and hue; prints the PNG paths."""
@@ -462,7 +462,7 @@ def show_activations(
     layers: Annotated[
         list[str] | None, typer.Option(help="Layer names, patterns ('*conv*') or positions; default all conv/pool")
     ] = None,
-    max_maps: Annotated[int, typer.Option(help="Feature maps drawn per layer (the first ones)")] = 64,
+    max_maps: Annotated[int, typer.Option(min=1, help="Feature maps drawn per layer (the first ones)")] = 64,
     out: FiguresOut = None,
 ) -> None:
     """Feature maps of every convolution/pooling layer for IMAGE, one PNG per layer; prints the paths."""

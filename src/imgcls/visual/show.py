@@ -221,6 +221,8 @@ def explain_images(
         explanation = explain(classifier, item, wanted)
         name = _short_name(Path(str(item)).name, 40)
         target = f"Grad-CAM for {explanation.label} ({explanation.probability:.1%})"
+        if explanation.heatmap.max() == 0:
+            target += ": no region raises this class's score"
         title = f"{name}{_folder_hint(item, classifier.classes)}: predicted {_top(prediction)}\n{target}"
         if grid:
             overlays.append(explanation.overlay)
