@@ -169,7 +169,7 @@ def evaluate(
 def mistakes(
     run: RunArg,
     data: Annotated[str | None, typer.Argument(help="Other data (default: the run's test, else val split)")] = None,
-    top: Annotated[int, typer.Option(help="How many mistakes to list and draw")] = 16,
+    top: Annotated[int, typer.Option(help="How many to list (0 = all); the PNG shows up to 20")] = 16,
     out: Annotated[Path | None, typer.Option(help="PNG to write (default: RUN/mistakes.png)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout")] = False,
 ) -> None:
@@ -178,8 +178,8 @@ def mistakes(
     from imgcls.visual.audit import mistakes_figure
 
     predicted = predict_run(run, data, cached_features=True)
-    found = top_mistakes(predicted, top)
-    png = mistakes_figure(predicted, found, out or run / "mistakes.png") if found else None
+    found = top_mistakes(predicted, top or None)
+    png = mistakes_figure(predicted, found[:20], out or run / "mistakes.png") if found else None
     summary = mistakes_summary(predicted, found, png)
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
@@ -384,7 +384,7 @@ def data_suspects(
     run: RunArg,
     data: Annotated[str | None, typer.Argument(help="Images to audit (default: all images of the run)")] = None,
     folds: Annotated[int, typer.Option(help="Folds: each image is judged by a head fitted on the others")] = 5,
-    top: Annotated[int, typer.Option(help="How many to list and draw (--json: 0 = all)")] = 20,
+    top: Annotated[int, typer.Option(help="How many to list (0 = all); the PNG shows up to 20")] = 20,
     out: Annotated[Path | None, typer.Option(help="PNG to write (default: RUN/suspects.png)")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the folds")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout")] = False,

@@ -86,7 +86,7 @@ def _write(run: Path, suspects: bool | None, check: bool) -> Path:
     context["check"] = _section(lambda: _check(run) if check else _skip("data check skipped (check=False)"))
     path = run / REPORT_FILE
     path.write_text(_template().render(**context), encoding="utf-8")
-    timings = {k: v.seconds for k, v in context.items() if isinstance(v, Section)}
+    timings = {"predictions": predicted.seconds} | {k: v.seconds for k, v in context.items() if isinstance(v, Section)}
     log.info("wrote %s (%s)", path, ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     return path
 
@@ -111,9 +111,10 @@ def _section(make: Callable[[], dict], after: Section | None = None) -> Section:
         result = make()
     except _Skipped as skipped:
         return Section(note=str(skipped))
-    except (ImgclsError, OSError, ValueError, RuntimeError) as error:
+    except Exception as error:  # one broken section must not cost the rest of the report
         log.warning("report: %s", error)
-        return Section(note=f"could not be computed: {error}")
+        described = str(error) if isinstance(error, (ImgclsError, OSError)) else f"{type(error).__name__}: {error}"
+        return Section(note=f"could not be computed: {described}")
     return Section(data=result, seconds=time.perf_counter() - started)
 
 
@@ -232,24 +233,15 @@ def _roc(predicted) -> dict:
 
 def _grad_cam(run: Path, predicted) -> dict:
     """Grad-CAM of the worst mistakes and of the most confident correct prediction of each class."""
-    from imgcls.explain import explain, supports_grad_cam
+    from imgcls.explain import explain, grad_cam_layer, supports_grad_cam
     from imgcls.inference import Classifier
 
     classifier = Classifier.load(run, engine="torch")
     if not supports_grad_cam(classifier):
         _skip(f"no Grad-CAM: {classifier.spec.architecture} has no convolutional feature map larger than 1x1")
-    rows = np.arange(len(predicted.labels))
-    true_probs = predicted.probs[rows, predicted.labels]
     right = predicted.probs.argmax(1) == predicted.labels
-    wrong_first = [int(i) for i in np.argsort(true_probs) if not right[i]][: GRAD_CAM_EXAMPLES // 2]
-    confident = [
-        int(np.flatnonzero(right & (predicted.labels == k))[np.argmax(true_probs[right & (predicted.labels == k)])])
-        for k in range(len(predicted.classes))
-        if (right & (predicted.labels == k)).any()
-    ]
-    chosen = (wrong_first + confident)[:GRAD_CAM_EXAMPLES]
     tiles = []
-    for index in chosen:
+    for index in _grad_cam_examples(predicted):
         path = predicted.paths[index]
         explanation = explain(classifier, path)
         verdict = "good" if right[index] else "bad"
@@ -264,13 +256,22 @@ def _grad_cam(run: Path, predicted) -> dict:
                 display_path(path),
             )
         )
-    return {"tiles": tiles, "layer": _grad_cam_layer(classifier)}
+    return {"tiles": tiles, "layer": grad_cam_layer(classifier)}
 
 
-def _grad_cam_layer(classifier) -> str:
-    from imgcls.explain import grad_cam_layer
-
-    return grad_cam_layer(classifier) or ""
+def _grad_cam_examples(predicted) -> list[int]:
+    """Indices of the worst mistakes (half the examples at most), then the most confident correct
+    image of each class."""
+    labels = predicted.labels
+    true_probs = predicted.probs[np.arange(len(labels)), labels]
+    right = predicted.probs.argmax(1) == labels
+    worst = [int(i) for i in np.argsort(true_probs, kind="stable") if not right[i]][: GRAD_CAM_EXAMPLES // 2]
+    best = []
+    for label in range(len(predicted.classes)):
+        members = np.flatnonzero(right & (labels == label))
+        if len(members):
+            best.append(int(members[np.argmax(true_probs[members])]))
+    return (worst + best)[:GRAD_CAM_EXAMPLES]
 
 
 def _suspects(run: Path, wanted: bool | None) -> dict:
@@ -311,8 +312,8 @@ def _check(run: Path) -> dict:
     from imgcls.data.check import check_dataset
     from imgcls.runs import read_config
 
-    config = read_config(run)
-    root = Path(config["data"]["root"])
+    config = read_config(run) if (run / "config.yaml").is_file() else {}
+    root = Path(config.get("data", {}).get("root") or _json(run / "split.json").get("root") or "")
     if not root.is_dir():
         _skip(f"data folder {display_path(root)} not found")
     recipe, options = config.get("recipe", {}), config.get("options", {})
@@ -347,7 +348,12 @@ def _array_uri(pixels: np.ndarray) -> str:
 
 
 def _json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise ImgclsError(f"{path}: not valid JSON ({error})") from None
 
 
 # --------------------------------------------------------------------------- page
