@@ -26,6 +26,7 @@ import imgcls
 from imgcls import cli
 from imgcls.cli import app
 from imgcls.evaluation import predict_run, top_mistakes
+from imgcls.models.classifier import ModelSpec, build_classifier, save_model
 from imgcls.runs import RUN_DIR_ENV
 from imgcls.suspects import find_suspects, fit_logistic_regression, out_of_fold_probabilities, stratified_folds
 from imgcls.visual import report as report_module
@@ -164,6 +165,18 @@ def test_suspects_put_the_planted_dog_at_the_top(run):
     assert planted.score == pytest.approx(1 - planted.given_probability) and planted.score > 0.5
     scores = [s.score for s in found.suspects]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_runs_without_a_frozen_backbone_are_judged_by_lite0(env, data, tmp_path):
+    """A from-scratch network (here an untrained seed CNN: its own judgement would be noise) is not
+    refitted per fold: the default pretrained backbone's features judge the labels."""
+    spec = ModelSpec("seed-basic-cnn", [CAT, DOG], image_size=32, arch_args={"image_size": 32}, output="sigmoid")
+    save_model(tmp_path / "cnn-run", build_classifier(spec), spec)
+    found = find_suspects(tmp_path / "cnn-run", data)
+    assert found.features.startswith("efficientnet_lite0 with ImageNet weights")
+    assert found.root == data and {s.split for s in found.suspects} == {"train", "val"}
+    names = [s.path.name for s in found.suspects]
+    assert len(names) == 45 and PLANTED in names[:3], names[:5]
 
 
 def test_suspects_command_json_and_grid(run, tmp_path):
