@@ -80,5 +80,5 @@ def short(text: str, limit: int = LABEL_CHARS) -> str:
 
 def _grid(paths: Sequence[Path], captions: list[str], path: Path, title: str) -> Path:
     columns = max(1, min(COLUMNS, len(paths)))
-    wrapped = "\n".join(textwrap.wrap(title, width=int(16 * 2.6 * columns)))  # ~16 characters per inch at 11 pt
+    wrapped = "\n".join(textwrap.wrap(title, width=int(11 * 2.6 * columns)))  # ~11 characters per inch at 11 pt
     return grids.image_grid([thumbnail(p) for p in paths], captions, path, wrapped, columns=columns)
