@@ -324,3 +324,25 @@ def test_real_cats_vs_dogs(tmp_path: Path) -> None:
     assert report["ok"] is True
     assert report["sizes"]["width"] == {"min": 59, "median": 447, "max": 1050}
     assert report["sizes"]["height"] == {"min": 41, "median": 374, "max": 768}
+
+
+def test_second_check_reads_cached_results_and_sees_changed_files(tmp_path, images, isolated_cache):
+    """Digests are cached by path + size + mtime: a rerun agrees exactly, and a rewritten file is re-read."""
+    import os
+
+    from imgcls.data.check import check_dataset
+
+    for index in range(4):
+        images.write(tmp_path / "data" / "cat" / f"c{index}.png", size=(20 + index, 16))
+        images.write(tmp_path / "data" / "dog" / f"d{index}.jpg", size=(24, 18 + index))
+    first = check_dataset(tmp_path / "data")
+    assert any((isolated_cache / "check").rglob("*.npy"))
+    second = check_dataset(tmp_path / "data")
+    for key in ("formats", "sizes", "exact_duplicates", "near_duplicates", "unreadable"):
+        assert second[key] == first[key], key
+
+    copy = tmp_path / "data" / "dog" / "d0.jpg"
+    copy.write_bytes((tmp_path / "data" / "cat" / "c0.png").read_bytes())  # now an exact duplicate
+    os.utime(copy, ns=(1, 1))
+    third = check_dataset(tmp_path / "data")
+    assert third["exact_duplicates"] and third["formats"] != first["formats"]

@@ -44,6 +44,7 @@ class DecodedImages:
 
 
 def cache_key(path: Path, settings: DecodeSettings) -> str | None:
+    """Identity of `path`'s current content under `settings` (anything with a `tag()`); None if unreadable."""
     try:
         stat = path.stat()
     except OSError:

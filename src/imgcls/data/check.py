@@ -32,8 +32,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from imgcls.data.cache import ArrayStore, cache_key
 from imgcls.data.decode import MAX_PIXELS, BadImageError, display_path, load_image
 from imgcls.data.discover import discover
+from imgcls.data.download import cache_dir
 
 HASH_SIZE = 16  # dHash on a 17x16 grayscale thumbnail: 16*16 = 256 bits
 HASH_BITS = HASH_SIZE * HASH_SIZE
@@ -112,16 +114,32 @@ def check_dataset(
 # --------------------------------------------------------------------------- reading and hashing
 
 
-def inspect_files(paths: list[Path], workers: int | None = None) -> list[_Inspected]:
-    """Read, hash and decode every file once, in threads (hashlib and Pillow release the GIL)."""
+class _CheckCacheTag:
+    """Cache identity of a file's check results (see `cache_key`): bump the version when they change."""
+
+    @staticmethod
+    def tag() -> str:
+        return f"check-v1-dhash{HASH_BITS}"
+
+
+def inspect_files(paths: list[Path], workers: int | None = None, cached: bool = True) -> list[_Inspected]:
+    """Read, hash and decode every file once, in threads (hashlib and Pillow release the GIL).
+
+    Results of readable files are cached under path + size + mtime, so a second check (and the
+    report written after every training) costs a stat and a tiny read per file."""
     workers = workers or min(16, 2 * (os.cpu_count() or 1))
+    store = ArrayStore(cache_dir() / "check") if cached else None
+
+    def inspect(path: Path) -> _Inspected:
+        return _inspect_cached(path, store) if store else _inspect(path)
+
     with warnings.catch_warnings():  # huge declared sizes are reported below, not warned about
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         if workers <= 1 or len(paths) < 2:
-            results = [_inspect(p) for p in paths]
+            results = [inspect(p) for p in paths]
         else:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgcls-check") as pool:
-                results = list(pool.map(_inspect, paths))
+                results = list(pool.map(inspect, paths))
     for path, result in zip(paths, results, strict=True):
         if result.reason == _RETRY:  # rare: ask load_image itself, from the path, for the exact reason
             result.reason = _reason_from_path(path)
@@ -129,6 +147,27 @@ def inspect_files(paths: list[Path], workers: int | None = None) -> list[_Inspec
 
 
 _RETRY = "\0retry"
+
+
+def _inspect_cached(path: Path, store: ArrayStore) -> _Inspected:
+    key = cache_key(path, _CheckCacheTag) if os.access(path, os.R_OK) else None
+    record = store.load(key) if key else None
+    if record is not None and record.dtype == np.uint64 and record.shape == (8 + HASH_BITS // 64,):
+        return _Inspected(
+            nbytes=int(record[0]),
+            width=int(record[1]),
+            height=int(record[2]),
+            format=record[3:4].tobytes().rstrip(b"\0").decode("ascii") or None,
+            sha256=record[4:8].tobytes().hex(),
+            dhash=record[8:].copy(),
+        )
+    result = _inspect(path)
+    if key and result.reason is None:  # failures are re-examined every time (permissions change no mtime)
+        fmt = (result.format or "").encode("ascii", "replace")[:8].ljust(8, b"\0")
+        header = np.array([result.nbytes, result.width, result.height], dtype=np.uint64)
+        words = [header, np.frombuffer(fmt, np.uint64), np.frombuffer(bytes.fromhex(result.sha256), np.uint64)]
+        store.store(key, np.concatenate([*words, result.dhash.astype(np.uint64)]))
+    return result
 
 
 def _inspect(path: Path) -> _Inspected:
