@@ -112,7 +112,7 @@ def explanation_panels(pixels: np.ndarray, heatmap: np.ndarray, overlay: np.ndar
     axes[1].axis("off")
     axes[1].set_title("Grad-CAM heatmap", fontsize=10)
     colorbar = figure.colorbar(image, ax=axes[1], fraction=0.046, pad=0.03)
-    colorbar.set_label("relevance to the class (0 = none, 1 = most)", fontsize=8)
+    colorbar.set_label("relative relevance to the class (0 = least, 1 = most)", fontsize=8)
     _show(axes[2], overlay)
     axes[2].set_title("Overlay", fontsize=10)
     return _save(figure, path, title)
