@@ -427,8 +427,9 @@ def test_corrupt_download_is_a_clear_error(
     write_mnist(www)
     monkeypatch.setattr(tvd.MNIST, "mirrors", [server.url("/mnist/")])
     monkeypatch.setattr(tvd.MNIST, "resources", [(f"{name}.gz", "0" * 32) for name in MNIST_FILES])  # wrong MD5
-    with pytest.raises(DataError, match="Could not download the mnist dataset"):
+    with pytest.raises(DataError, match="Could not download the mnist dataset") as info:
         resolve_torchvision("mnist", progress=False)
+    assert "did not match their checksums" in str(info.value) and "offline" not in str(info.value)
     assert not (cache / "datasets" / "mnist").exists()
 
 

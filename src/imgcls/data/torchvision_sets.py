@@ -230,7 +230,7 @@ def _download(dataset: TorchvisionDataset, root: Path, progress: bool) -> None:
         with _quiet(progress), _socket_timeout(DOWNLOAD_TIMEOUT):
             cls(str(root), train=True, download=True)
     except _DOWNLOAD_ERRORS as error:
-        raise DataError(_offline_message(dataset, error)) from None
+        raise DataError(_download_message(dataset, error)) from None
 
 
 def source_urls(dataset: TorchvisionDataset) -> list[str]:
@@ -249,16 +249,21 @@ def _layout_hint(dataset: TorchvisionDataset) -> str:
     return f"extract {cls.filename} in DIR (giving DIR/{cls.base_folder}/)"
 
 
-def _offline_message(dataset: TorchvisionDataset, error: BaseException) -> str:
-    """One paragraph: what failed, the likely cause, and how to work offline."""
+def _download_message(dataset: TorchvisionDataset, error: BaseException) -> str:
+    """One paragraph: what failed, the likely cause (offline, or a damaged download), and the way around it."""
     urls = source_urls(dataset)
     hosts = sorted({urllib.parse.urlparse(url).hostname or url for url in urls})
     reason = " ".join(str(getattr(error, "reason", None) or error).split())
     if len(reason) > 300:
         reason = reason[:297] + "..."
+    if "corrupted" in reason:  # torchvision's words for a file failing its MD5 check
+        cause = "The downloaded files did not match their checksums (a damaged transfer, or a proxy's page); run "
+        cause += "the command again to download them afresh, or, if it keeps failing,"
+    else:
+        cause = f"This machine seems to be offline, or {', '.join(hosts)} cannot be reached from it. On a machine "
+        cause += "with internet access"
     return (
-        f"Could not download the {dataset.name} dataset through torchvision ({reason}). This machine seems to "
-        f"be offline, or {', '.join(hosts)} cannot be reached from it. On a machine with internet access download "
+        f"Could not download the {dataset.name} dataset through torchvision ({reason}). {cause} download "
         f"{' '.join(urls)}; then {_layout_hint(dataset)} and pass `--data-root DIR`, or set the IMGCLS_DATA "
         "environment variable to DIR (--data-root also accepts a folder holding the files themselves)."
     )
