@@ -54,14 +54,14 @@ def main() -> None:
     batched = ["--max-batch", str(args.max_batch), "--batch-window-ms", str(args.batch_window_ms)]
     with server(args.run, batched) as (url, process):
         expected = reference_answers(url, photos)
-        load = run_load(url, photos, expected, args.clients, args.requests, malformed=0)
-        mixed = run_load(url, photos, expected, args.clients, args.requests, malformed=args.malformed)
+        load = run_load(url, photos, expected, args.clients, args.requests, 0, process.pid)
+        mixed = run_load(url, photos, expected, args.clients, args.requests, args.malformed, process.pid)
         lone_batched = lone_latency(url, photos, args.lone)
         batching = httpx.get(url + "health").json()
         server_rss = peak_rss_of(process.pid)
-    with server(args.run, ["--max-batch", "1"]) as (url, _):
+    with server(args.run, ["--max-batch", "1"]) as (url, process):
         lone_unbatched = lone_latency(url, photos, args.lone)
-        unbatched_load = run_load(url, photos, expected, args.clients, args.requests, malformed=0)
+        unbatched_load = run_load(url, photos, expected, args.clients, args.requests, 0, process.pid)
 
     report(args, load, mixed, unbatched_load, lone_batched, lone_unbatched)
     write_result(
@@ -187,7 +187,15 @@ def reference_answers(url: str, photos: list[bytes]) -> list[dict]:
         return [predict(client, url, photo)[1].json()["probabilities"] for photo in photos]
 
 
-def run_load(url: str, photos: list[bytes], expected: list[dict], clients: int, requests: int, malformed: int) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_load(
+    url: str, photos: list[bytes], expected: list[dict], clients: int, requests: int, malformed: int, pid: int
+) -> dict:
     latencies: list[list[float]] = [[] for _ in range(clients)]
     good_errors: Counter = Counter()
     bad_statuses: Counter = Counter()
@@ -216,13 +224,15 @@ def run_load(url: str, photos: list[bytes], expected: list[dict], clients: int, 
                     else:
                         latencies[index].append(elapsed)
 
-    started = time.perf_counter()
+    started, server_cpu, client_cpu = time.perf_counter(), cpu_seconds(pid), time.process_time()
     threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - started
+    server_cpu, client_cpu = cpu_seconds(pid) - server_cpu, time.process_time() - client_cpu
+    total = clients * requests + malformed
     done = np.array([x for per_client in latencies for x in per_client])
     sent_good = clients * requests
     bad_ok = sum(n for key, n in bad_statuses.items() if key.split(":")[1].startswith("4"))
@@ -233,6 +243,10 @@ def run_load(url: str, photos: list[bytes], expected: list[dict], clients: int, 
         "seconds": round(seconds, 2),
         "good_requests_per_s": round(sent_good / seconds, 1),
         "latency_ms": percentiles(done),
+        # CPU per request (all requests of the step): what the load costs whatever else shares the machine
+        "server_cpu_ms_per_request": round(1000 * server_cpu / total, 1),
+        "client_cpu_ms_per_request": round(1000 * client_cpu / total, 1),
+        "server_cpu_cores_used": round(server_cpu / seconds, 2),
         "good_errors": sum(good_errors.values()),
         "good_error_kinds": dict(good_errors),
         "malformed_answered_4xx": bad_ok,
@@ -283,7 +297,8 @@ def report(args, load: dict, mixed: dict, unbatched: dict, lone_batched: dict, l
         latency = result["latency_ms"]
         print(
             f"  {name:28s} {result['good_requests_per_s']:7.1f} req/s  p50 {latency['p50']:6.1f}  p95 "
-            f"{latency['p95']:6.1f}  p99 {latency['p99']:6.1f} ms  errors {result['good_errors']}"
+            f"{latency['p95']:6.1f}  p99 {latency['p99']:6.1f} ms  errors {result['good_errors']}  "
+            f"server CPU {result['server_cpu_ms_per_request']} ms/request ({result['server_cpu_cores_used']} cores)"
             + (
                 f"  malformed 4xx {result['malformed_answered_4xx']}/{result['malformed_requests']}"
                 if result["malformed_requests"]

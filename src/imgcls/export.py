@@ -160,13 +160,17 @@ class OnnxModule:
     """An ONNX Runtime CPU session called like a module: tensor or array in, tensor out
     (a tuple of tensors when the graph has several outputs)."""
 
-    def __init__(self, path: Path | str, threads: int | None = None):
+    def __init__(self, path: Path | str, threads: int | None = None, spin: bool = True):
+        """`spin=False`: idle worker threads sleep instead of spinning for the next call, which a server
+        wants (its decoding threads need those cores between calls; measured in benchmarks/bench_serve.py)."""
         import onnxruntime as ort
 
         self.path = Path(path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types for missing or bad files

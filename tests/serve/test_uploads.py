@@ -5,6 +5,7 @@ stops reading a body as soon as it is exceeded (or before, from its Content-Leng
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 import numpy as np
@@ -75,6 +76,12 @@ def test_in_memory_file_leaves_nothing_behind():
 # --------------------------------------------------------------------------- the upload limit itself
 
 
+def run_coroutine(function, *args):
+    """`anyio.run` in a thread of its own: the session's Playwright browser may own this thread's loop."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(anyio.run, function, *args).result()
+
+
 async def drive(middleware: UploadLimit, chunks: list[bytes], headers: list[tuple[bytes, bytes]]) -> dict:
     """Run the middleware on an app that reads the whole body; count what it pulled from the client."""
     pulled = {"chunks": 0, "status": None}
@@ -110,8 +117,8 @@ def test_upload_limit_stops_reading_at_the_limit(declared):
     limit = UploadLimit(reads_everything, max_bytes=100_000)
     chunks = [b"x" * 65_536] * 160  # 10 MiB offered
     headers = [(b"content-length", str(65_536 * 160).encode())] if declared else []
-    pulled = anyio.run(drive, limit, chunks, headers)
+    pulled = run_coroutine(drive, limit, chunks, headers)
     assert pulled["status"] == 413
     assert pulled["chunks"] == (0 if declared else 2)  # refused from the header, or at the first chunk past it
-    small = anyio.run(drive, limit, [b"x" * 1000] * 3, [])
+    small = run_coroutine(drive, limit, [b"x" * 1000] * 3, [])
     assert small == {"chunks": 3, "status": 200}

@@ -37,6 +37,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from imgcls.errors import ImgclsError
+from imgcls.export import OnnxModule
 from imgcls.inference import Classifier
 from imgcls.runs import resolve_run
 from imgcls.serve.batching import MicroBatcher
@@ -83,6 +84,8 @@ def create_app_from_environment() -> FastAPI:
 def build_app(settings: ServeSettings) -> FastAPI:
     folder = resolve_run(settings.run)
     classifier = Classifier.load(folder, engine=settings.engine)
+    if classifier.onnx is not None:  # between calls, ONNX Runtime's threads must leave the cores to decoding
+        classifier.onnx = OnnxModule(classifier.onnx.path, spin=False)
     model = ModelService(classifier, folder, settings)
 
     @asynccontextmanager
