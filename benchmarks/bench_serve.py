@@ -6,8 +6,9 @@
 2. the same load with MALFORMED bad requests mixed in (text, truncated JPEG, empty, decompression
    bomb, oversized with and without Content-Length, wrong field, GET): every bad one must get a 4xx,
    every good one its right answer.
-3. lone requests, one at a time: latency with micro-batching and with it off (--max-batch 1), whose
-   server also runs the load of step 1 for comparison.
+3. lone requests, one at a time, alternating between the micro-batching server and one with
+   batching off (--max-batch 1), both running side by side; that server also takes the load of
+   step 1 for comparison.
 
     python benchmarks/bench_serve.py RUN                 # 8 clients x 100 requests, 200 malformed
 """
@@ -52,16 +53,16 @@ def main() -> None:
 
     photos = load_photos(args.photos, args.size)
     batched = ["--max-batch", str(args.max_batch), "--batch-window-ms", str(args.batch_window_ms)]
-    with server(args.run, batched) as (url, process):
+    # both servers run side by side, so that whatever else shares the CPU weighs on both alike
+    with server(args.run, batched) as (url, process), server(args.run, ["--max-batch", "1"]) as (plain, plain_process):
         expected = reference_answers(url, photos)
+        lone = lone_latency({"batched": url, "unbatched": plain}, photos, args.lone)
         load = run_load(url, photos, expected, args.clients, args.requests, 0, process.pid)
+        unbatched_load = run_load(plain, photos, expected, args.clients, args.requests, 0, plain_process.pid)
         mixed = run_load(url, photos, expected, args.clients, args.requests, args.malformed, process.pid)
-        lone_batched = lone_latency(url, photos, args.lone)
         batching = httpx.get(url + "health").json()
         server_rss = peak_rss_of(process.pid)
-    with server(args.run, ["--max-batch", "1"]) as (url, process):
-        lone_unbatched = lone_latency(url, photos, args.lone)
-        unbatched_load = run_load(url, photos, expected, args.clients, args.requests, 0, process.pid)
+    lone_batched, lone_unbatched = lone["batched"], lone["unbatched"]
 
     report(args, load, mixed, unbatched_load, lone_batched, lone_unbatched)
     write_result(
@@ -76,6 +77,7 @@ def main() -> None:
             "lone_ms": {"batched": lone_batched, "unbatched": lone_unbatched},
             "lone_p50_ratio_batched_to_unbatched": round(lone_batched["p50"] / lone_unbatched["p50"], 3),
             "server_batches": {k: batching[k] for k in ("served", "refused", "batches", "largest_batch")},
+            "mean_batch": round(batching["served"] / max(1, batching["batches"]), 2),
             "server_peak_rss_mib": server_rss,
         },
     )
@@ -275,12 +277,22 @@ def check(response: httpx.Response | None, expected: dict) -> str | None:
     return None
 
 
-def lone_latency(url: str, photos: list[bytes], count: int) -> dict:
-    with httpx.Client(timeout=60) as client:
-        for photo in photos[:5]:
-            predict(client, url, photo)  # warm the connection and the server
-        times = [predict(client, url, photos[i % len(photos)])[0] for i in range(count)]
-    return percentiles(np.array(times))
+def lone_latency(urls: dict[str, str], photos: list[bytes], count: int) -> dict[str, dict]:
+    """One request at a time, alternating between the servers in a shuffled order: latency per server."""
+    rng = np.random.default_rng(0)
+    clients = {name: httpx.Client(timeout=60) for name in urls}
+    times: dict[str, list[float]] = {name: [] for name in urls}
+    try:
+        for name, url in urls.items():
+            for photo in photos[:5]:
+                predict(clients[name], url, photo)  # warm the connection and the server
+        for i in range(count):
+            for name in rng.permutation(list(urls)):
+                times[name].append(predict(clients[name], urls[name], photos[i % len(photos)])[0])
+    finally:
+        for client in clients.values():
+            client.close()
+    return {name: percentiles(np.array(values)) for name, values in times.items()}
 
 
 def percentiles(values: np.ndarray) -> dict:
