@@ -346,3 +346,16 @@ def test_second_check_reads_cached_results_and_sees_changed_files(tmp_path, imag
     os.utime(copy, ns=(1, 1))
     third = check_dataset(tmp_path / "data")
     assert third["exact_duplicates"] and third["formats"] != first["formats"]
+
+
+def test_near_limit_skips_the_all_pairs_search_with_a_note(tmp_path, images, isolated_cache):
+    from imgcls.data.check import check_dataset
+
+    images.write(tmp_path / "data" / "cat" / "c0.png", size=(40, 32))
+    images.write(tmp_path / "data" / "cat" / "c1.jpg", size=(40, 32), quality=60)  # a re-encoded copy
+    images.write(tmp_path / "data" / "dog" / "d0.png", mode="L", size=(24, 18))
+    searched = check_dataset(tmp_path / "data")
+    assert searched["near_duplicates_total"] >= 1
+    limited = check_dataset(tmp_path / "data", near_limit=2)
+    assert limited["near_duplicates_total"] == 0 and limited["exact_duplicates"] == searched["exact_duplicates"]
+    assert any("near-duplicates not searched" in note for note in limited["notes"])

@@ -37,6 +37,7 @@ SHOWN_SUSPECTS = 12
 SUSPECT_ROWS = 25
 GRAD_CAM_EXAMPLES = 6
 TILE_PIXELS = 256
+NEAR_DUPLICATE_LIMIT = 20_000  # images: above it the all-pairs near-duplicate search takes minutes
 
 
 @dataclass
@@ -317,7 +318,9 @@ def _check(run: Path) -> dict:
     if not root.is_dir():
         _skip(f"data folder {display_path(root)} not found")
     recipe, options = config.get("recipe", {}), config.get("options", {})
-    report = check_dataset(root, val_split=recipe.get("val_split", 0.2), seed=options.get("seed", 0))
+    report = check_dataset(
+        root, val_split=recipe.get("val_split", 0.2), seed=options.get("seed", 0), near_limit=NEAR_DUPLICATE_LIMIT
+    )
     leaks = [d for d in report["exact_duplicates"] if d.get("cross_split")]
     conflicts = [d for d in report["exact_duplicates"] if d.get("label_conflict")]
     return {"report": report, "leaks": leaks, "conflicts": conflicts}
