@@ -74,6 +74,9 @@ def train(
     ] = None,
     fine_tune_epochs: Annotated[int | None, typer.Option(help="Epochs of stage 2")] = None,
     fine_tune_lr: Annotated[float | None, typer.Option(help="Learning rate of stage 2")] = None,
+    fine_tune_image_size: Annotated[
+        int | None, typer.Option(help="Input size of stage 2 and of the model it keeps (progressive resizing)")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Folder that holds run folders")] = Path("runs"),
     name: Annotated[str | None, typer.Option(help="Run name (default: the recipe's); never overwritten")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (split, init, order, augmentation)")] = 0,
@@ -121,6 +124,7 @@ def train(
             unfreeze=unfreeze_from,
             fine_tune_epochs=fine_tune_epochs,
             fine_tune_lr=fine_tune_lr,
+            fine_tune_image_size=fine_tune_image_size,
         )
         if backbone:
             if chosen.model != "transfer":

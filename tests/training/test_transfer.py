@@ -75,7 +75,16 @@ def head_run(env, subset, tmp_path_factory) -> Path:
 def fine_tuned_run(env, subset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     return imgcls.train(
-        subset, "transfer", epochs=2, views=2, fine_tune=True, fine_tune_epochs=1, unfreeze="last:1", out=out, **TINY
+        subset,
+        "transfer",
+        epochs=2,
+        views=2,
+        fine_tune=True,
+        fine_tune_epochs=1,
+        fine_tune_image_size=80,
+        unfreeze="last:1",
+        out=out,
+        **TINY,
     )
 
 
@@ -158,6 +167,15 @@ def test_fine_tune_history_has_head_then_fine_tune_rows(fine_tuned_run):
     for name in ("head-best.ckpt", "fine-tune-best.ckpt"):
         assert (fine_tuned_run / "checkpoints" / name).is_file(), name
     assert_predictions_match_metrics(fine_tuned_run)
+
+
+@trains_on_photos
+def test_progressive_resizing_keeps_the_size_of_the_stage_that_won(fine_tuned_run):
+    """Stage 2 runs at fine_tune_image_size (80 px, head at 64): the model kept predicts at its stage's size."""
+    rows = history(fine_tuned_run)
+    best = {stage: min(float(r["val_loss"]) for r in rows if r["stage"] == stage) for stage in ("head", "fine-tune")}
+    spec = json.loads((fine_tuned_run / "model.json").read_text())
+    assert spec["image_size"] == (80 if best["fine-tune"] < best["head"] else 64)
 
 
 @trains_on_photos

@@ -76,7 +76,8 @@ def fit_transfer(run: Path, dataset: Dataset, recipe: Recipe, options: TrainOpti
     split = "test" if "test" in features else "val"
     if recipe.fine_tune:
         head_val_loss = next(c for c in head_trainer.callbacks if isinstance(c, BestWeightsInMemory)).best_score
-        probs, labels = fine_tune(run, module, dataset, recipe, options, split, head_val_loss)
+        probs, labels, kept_size = fine_tune(run, module, dataset, recipe, options, split, head_val_loss)
+        spec.image_size = kept_size
     else:
         with torch.inference_mode():
             logits = module.model.net.head.eval()(features[split].features[:, 0])
@@ -106,8 +107,11 @@ def fine_tune(
     split: str,
     head_val_loss: float,
 ):
-    """Stage 2 on images: returns probabilities and labels of the evaluation split."""
-    decoded = decode_splits(dataset, recipe, run)
+    """Stage 2 on images, at `fine_tune_image_size` when set (fastai's progressive resizing: the head
+    learnt cheaply on small cached features, the backbone adapts at full size). Returns probabilities
+    and labels of the evaluation split and the input size of the model kept."""
+    fine_recipe = recipe.override(batch_size=recipe.fine_tune_batch_size, image_size=recipe.fine_tune_image_size)
+    decoded = decode_splits(dataset, fine_recipe, run)
     backbone = module.model.net.backbone
     unfrozen = set_trainable(backbone, recipe.unfreeze)
     log.info("fine-tuning backbone blocks: %s", ", ".join(unfrozen) or "none")
@@ -118,12 +122,12 @@ def fine_tune(
     # batch norms are put back into eval mode at every epoch start (ClassifierModule.on_train_epoch_start).
     module.model.train()
     module.stage = "fine-tune"
-    fine_recipe = recipe.override(batch_size=recipe.fine_tune_batch_size)
     train_loader, val_loader = image_loaders(decoded, fine_recipe, options.seed)
     module.hparams.steps_per_epoch = len(train_loader)
     trainer = make_trainer(run, recipe, options, "fine-tune", recipe.fine_tune_epochs)
     run_trainer(trainer, module, train_loader, val_loader, run, None)
     best = trainer.checkpoint_callback.best_model_score
+    kept_size = fine_recipe.image_size
     if best is not None and float(best) < head_val_loss:
         load_best(module, run / "checkpoints" / "fine-tune-best.ckpt")
     else:  # the best checkpoint across both stages is kept
@@ -131,8 +135,10 @@ def fine_tune(
             "fine-tuning did not lower val_loss below the head's %.4f: keeping the head-only model", head_val_loss
         )
         module.load_state_dict(head_state)
+        if kept_size != recipe.image_size:
+            decoded, kept_size = decode_splits(dataset, recipe, None), recipe.image_size
     probs = predict_probabilities(module.model.cpu(), module.spec.output, decoded[split].images)
-    return probs, decoded[split].labels.numpy()
+    return probs, decoded[split].labels.numpy(), kept_size
 
 
 def _single_process(options: TrainOptions) -> TrainOptions:
