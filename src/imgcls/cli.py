@@ -302,7 +302,9 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     workers: Annotated[int, typer.Option(help="Server processes, each with its own copy of the model")] = 1,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload in MiB (larger: HTTP 413)")] = 20.0,
-    max_batch: Annotated[int, typer.Option(help="Most images per model call (1: no micro-batching)")] = 16,
+    max_batch: Annotated[
+        str, typer.Option(help="Most images per model call: auto (measured at start: cheapest per image), N, 1 = off")
+    ] = "auto",
     batch_window_ms: Annotated[
         float, typer.Option(help="Longest wait for concurrent requests to join a batch, in ms")
     ] = 3.0,
