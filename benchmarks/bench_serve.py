@@ -6,9 +6,9 @@
 2. the same load with MALFORMED bad requests mixed in (text, truncated JPEG, empty, decompression
    bomb, oversized with and without Content-Length, wrong field, GET): every bad one must get a 4xx,
    every good one its right answer.
-3. lone requests, one at a time, alternating between the micro-batching server and one with
-   batching off (--max-batch 1), both running side by side; that server also takes the load of
-   step 1 for comparison.
+3. the same load on a server that always batches (--max-batch 16) and on one that never does
+   (--max-batch 1), beside the default (--max-batch auto: the size measured cheapest per image);
+   and lone requests, one at a time, rotating between the three servers running side by side.
 
     python benchmarks/bench_serve.py RUN                 # 8 clients x 100 requests, 200 malformed
 """
@@ -26,7 +26,7 @@ import threading
 import time
 import zlib
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -43,42 +43,57 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=100, help="per client")
     parser.add_argument("--malformed", type=int, default=200)
-    parser.add_argument("--lone", type=int, default=60, help="sequential requests for the lone-latency step")
+    parser.add_argument("--lone", type=int, default=200, help="sequential requests for the lone-latency step")
     parser.add_argument("--photos", type=int, default=200, help="distinct photos sent")
     parser.add_argument("--size", type=int, default=224, help="photos are cut to SIZE x SIZE JPEGs")
-    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--batched", type=int, default=16, help="--max-batch of the always-batching server")
     parser.add_argument("--batch-window-ms", type=float, default=3.0)
     parser.add_argument("--tag", default="", help="suffix of the result file name")
     args = parser.parse_args()
 
     photos = load_photos(args.photos, args.size)
-    batched = ["--max-batch", str(args.max_batch), "--batch-window-ms", str(args.batch_window_ms)]
-    # both servers run side by side, so that whatever else shares the CPU weighs on both alike
-    with server(args.run, batched) as (url, process), server(args.run, ["--max-batch", "1"]) as (plain, plain_process):
-        expected = reference_answers(url, photos)
-        lone = lone_latency({"batched": url, "unbatched": plain}, photos, args.lone)
-        load = run_load(url, photos, expected, args.clients, args.requests, 0, process.pid)
-        unbatched_load = run_load(plain, photos, expected, args.clients, args.requests, 0, plain_process.pid)
-        mixed = run_load(url, photos, expected, args.clients, args.requests, args.malformed, process.pid)
-        batching = httpx.get(url + "health").json()
+    window = ["--batch-window-ms", str(args.batch_window_ms)]
+    configurations = {  # server name -> `imgcls serve` options
+        "default": window,  # --max-batch auto: the batch size measured cheapest per image at start
+        f"batch{args.batched}": ["--max-batch", str(args.batched), *window],
+        "unbatched": ["--max-batch", "1"],
+    }
+    # the servers run side by side, so that whatever else shares the CPU weighs on all of them alike
+    with ExitStack() as stack:
+        servers = {name: stack.enter_context(server(args.run, options)) for name, options in configurations.items()}
+        urls = {name: url for name, (url, _) in servers.items()}
+        expected = reference_answers(urls["default"], photos)
+        lone = lone_latency(urls, photos, args.lone)
+        loads = {}
+        for name, (url, process) in servers.items():
+            loads[name] = run_load(url, photos, expected, args.clients, args.requests, 0, process.pid)
+        url, process = servers["default"]
+        loads["default + malformed"] = run_load(
+            url, photos, expected, args.clients, args.requests, args.malformed, process.pid
+        )
+        health = {name: httpx.get(url + "health").json() for name, (url, _) in servers.items()}
         server_rss = peak_rss_of(process.pid)
-    lone_batched, lone_unbatched = lone["batched"], lone["unbatched"]
 
-    report(args, load, mixed, unbatched_load, lone_batched, lone_unbatched)
+    report(args, loads, lone, health)
+    batched = f"batch{args.batched}"
     write_result(
         f"serve{args.tag}",
         {
             "run": str(args.run),
             "photos": {"distinct": len(photos), "size": f"{args.size}x{args.size} JPEG", "source": "cats_vs_dogs/val"},
-            "settings": {"max_batch": args.max_batch, "batch_window_ms": args.batch_window_ms},
-            "load": load,
-            "load_with_malformed": mixed,
-            "load_unbatched": unbatched_load,
-            "lone_ms": {"batched": lone_batched, "unbatched": lone_unbatched},
-            "lone_p50_ratio_batched_to_unbatched": round(lone_batched["p50"] / lone_unbatched["p50"], 3),
-            "server_batches": {k: batching[k] for k in ("served", "refused", "batches", "largest_batch")},
-            "mean_batch": round(batching["served"] / max(1, batching["batches"]), 2),
-            "server_peak_rss_mib": server_rss,
+            "servers": configurations,
+            "default_max_batch": health["default"]["max_batch"],
+            "batch_cost_ms_per_image": health["default"]["batch_cost_ms_per_image"],
+            "load": loads,
+            "lone_ms": lone,
+            "lone_p50_ratio_batched_to_unbatched": round(lone[batched]["p50"] / lone["unbatched"]["p50"], 3),
+            "lone_p50_ratio_default_to_unbatched": round(lone["default"]["p50"] / lone["unbatched"]["p50"], 3),
+            "batches": {
+                name: {k: h[k] for k in ("served", "refused", "max_batch", "batches", "largest_batch")}
+                | {"mean_batch": round(h["served"] / max(1, h["batches"]), 2)}
+                for name, h in health.items()
+            },
+            "default_server_peak_rss_mib": server_rss,
         },
     )
 
@@ -302,22 +317,20 @@ def percentiles(values: np.ndarray) -> dict:
     return {"p50": round(p50, 1), "p95": round(p95, 1), "p99": round(p99, 1), "mean": round(values.mean(), 1)}
 
 
-def report(args, load: dict, mixed: dict, unbatched: dict, lone_batched: dict, lone_unbatched: dict) -> None:
+def report(args, loads: dict[str, dict], lone: dict[str, dict], health: dict[str, dict]) -> None:
     print(f"\n{args.clients} clients x {args.requests} requests, {args.size}px JPEGs")
-    rows = [("micro-batched", load), ("micro-batched + malformed", mixed), ("unbatched (--max-batch 1)", unbatched)]
-    for name, result in rows:
+    for name, result in loads.items():
         latency = result["latency_ms"]
+        malformed = result["malformed_requests"]
         print(
-            f"  {name:28s} {result['good_requests_per_s']:7.1f} req/s  p50 {latency['p50']:6.1f}  p95 "
+            f"  {name:20s} {result['good_requests_per_s']:6.1f} req/s  p50 {latency['p50']:6.1f}  p95 "
             f"{latency['p95']:6.1f}  p99 {latency['p99']:6.1f} ms  errors {result['good_errors']}  "
-            f"server CPU {result['server_cpu_ms_per_request']} ms/request ({result['server_cpu_cores_used']} cores)"
-            + (
-                f"  malformed 4xx {result['malformed_answered_4xx']}/{result['malformed_requests']}"
-                if result["malformed_requests"]
-                else ""
-            )
+            f"server CPU {result['server_cpu_ms_per_request']} ms/request"
+            + (f"  malformed answered 4xx: {result['malformed_answered_4xx']}/{malformed}" if malformed else "")
         )
-    print(f"  lone request p50: batched {lone_batched['p50']} ms, unbatched {lone_unbatched['p50']} ms")
+    print("  lone request p50: " + ", ".join(f"{name} {value['p50']} ms" for name, value in lone.items()))
+    costs = health["default"]["batch_cost_ms_per_image"]
+    print(f"  default server: --max-batch auto chose {health['default']['max_batch']} (CPU ms per image: {costs})")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import struct
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,7 +30,8 @@ def classifier(served_run: Path) -> Classifier:
 
 @pytest.fixture(scope="module")
 def client(served_run: Path):
-    with TestClient(create_app(served_run, max_upload_mb=0.25)) as test_client:
+    # batches of up to 8, whatever this machine would choose: the concurrency test below checks them
+    with TestClient(create_app(served_run, max_upload_mb=0.25, max_batch=8)) as test_client:
         yield test_client
 
 
@@ -195,7 +197,7 @@ def test_a_good_request_after_bad_ones_still_works(client, photos):
     assert answer.status_code == 200 and answer.json()["label"] == "dog"
 
 
-def test_concurrent_requests_get_their_own_answers(client, classifier, photos):
+def test_concurrent_requests_get_their_own_answers(client, classifier, photos, monkeypatch):
     """Good and bad uploads from 8 threads at once: every good one gets exactly its own probabilities
     (as `Classifier.predict` computes them alone), every bad one its own error."""
     goods = [p for name in ("cat", "dog") for p in photos[name]]
@@ -203,6 +205,14 @@ def test_concurrent_requests_get_their_own_answers(client, classifier, photos):
     jobs = [(p, p.read_bytes()) for p in goods] * 2 + [(None, b"not an image")] * 6
     order = np.random.default_rng(1).permutation(len(jobs))
     before = client.get("/health").json()
+    batcher = client.app.state.model.batcher
+    model_call = batcher.run_batch
+
+    def slow_call(batch: np.ndarray) -> np.ndarray:  # requests pile up meanwhile: batches of several form
+        time.sleep(0.05)
+        return model_call(batch)
+
+    monkeypatch.setattr(batcher, "run_batch", slow_call)
 
     def send(index: int):
         path, data = jobs[index]
@@ -218,7 +228,8 @@ def test_concurrent_requests_get_their_own_answers(client, classifier, photos):
             assert response.json()["probabilities"] == pytest.approx(expected[path], abs=1e-5)
     after = client.get("/health").json()
     assert after["served"] - before["served"] == 2 * len(goods)
-    assert after["batches"] - before["batches"] <= 2 * len(goods)  # counted per model call
+    assert after["batches"] - before["batches"] < 2 * len(goods)  # some calls served several requests
+    assert 1 < after["largest_batch"] <= 8
     assert after["pending"] == 0
 
 
@@ -231,3 +242,12 @@ def test_a_model_without_grad_cam_still_predicts_and_says_why(served_run, photos
         answer = post_file(plain, photos["dog"][0].read_bytes(), query="?explain=true").json()
     assert answer["label"] == "dog"
     assert answer["explanation"] is None and "not available" in answer["explain_error"]
+
+
+def test_by_default_the_batch_size_is_measured(served_run):
+    with TestClient(create_app(served_run)) as default:
+        health = default.get("/health").json()
+    assert health["max_batch"] in (1, 2, 4, 8, 16)
+    costs = health["batch_cost_ms_per_image"]
+    assert list(costs) == ["1", "2", "4", "8", "16"] and all(cost > 0 for cost in costs.values())
+    assert costs[str(health["max_batch"])] <= 1.05 * min(costs.values())

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from imgcls.serve.batching import MicroBatcher
+from imgcls.serve.batching import MicroBatcher, choose_max_batch
 
 LONG_WINDOW_MS = 30_000  # far longer than any test waits: reaching it would show as a timeout
 
@@ -131,3 +131,30 @@ def test_closing_finishes_queued_jobs_and_refuses_new_ones():
     assert [f.result(10)[0] for f in futures] == [0, 1, 2]
     with pytest.raises(RuntimeError, match="closed"):
         batcher.submit(image(4))
+
+
+def burn(milliseconds: float) -> None:
+    """Use this much CPU time (what `choose_max_batch` measures), not just wall time."""
+    end = time.process_time() + milliseconds / 1000
+    while time.process_time() < end:
+        pass
+
+
+def test_choose_max_batch_batches_a_model_whose_calls_cost_mostly_overhead():
+    def overhead_bound(batch: np.ndarray) -> np.ndarray:  # like a small CNN: 4 ms per call + 0.2 ms per image
+        burn(4 + 0.2 * len(batch))
+        return row_of(batch)
+
+    chosen, costs = choose_max_batch(overhead_bound, image(1), repeats=2)
+    assert chosen == 16
+    assert costs[1] > 3 * costs[16]
+
+
+def test_choose_max_batch_does_not_batch_a_model_that_gets_dearer_per_image():
+    def cache_bound(batch: np.ndarray) -> np.ndarray:  # like EfficientNet at 192 px: bigger batches spill caches
+        burn(1.5 * len(batch) * (1 + 0.1 * len(batch)))
+        return row_of(batch)
+
+    chosen, costs = choose_max_batch(cache_bound, image(1), repeats=2)
+    assert chosen == 1
+    assert costs[16] > 1.5 * costs[1]

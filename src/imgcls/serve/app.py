@@ -40,7 +40,7 @@ from imgcls.errors import ImgclsError
 from imgcls.export import OnnxModule
 from imgcls.inference import Classifier
 from imgcls.runs import resolve_run
-from imgcls.serve.batching import MicroBatcher
+from imgcls.serve.batching import MicroBatcher, choose_max_batch
 from imgcls.serve.uploads import UploadError, UploadLimit, decode_upload, too_large_message
 
 log = logging.getLogger(__name__)
@@ -58,13 +58,17 @@ class ServeSettings:
     run: str
     engine: str = "auto"  # auto | onnx | torch, as `imgcls predict --engine`
     max_upload_mb: float = 20.0
-    max_batch: int = 16  # 1 turns micro-batching off
+    max_batch: int | str = "auto"  # most images per model call; 1 turns batching off; auto: measured at start
     batch_window_ms: float = 3.0  # longest wait for requests still decoding to join a batch
     max_pending: int = 256  # requests decoding or queued before new ones get 503
 
     def __post_init__(self) -> None:
-        if self.max_upload_mb <= 0 or self.max_batch < 1 or self.batch_window_ms < 0 or self.max_pending < 1:
-            raise ImgclsError("--max-upload-mb must be > 0, --max-batch >= 1 and --batch-window-ms >= 0")
+        if isinstance(self.max_batch, str) and self.max_batch.isdigit():
+            self.max_batch = int(self.max_batch)
+        if self.max_batch != "auto" and not (isinstance(self.max_batch, int) and self.max_batch >= 1):
+            raise ImgclsError(f"--max-batch {self.max_batch!r}: use 'auto' or a number >= 1")
+        if self.max_upload_mb <= 0 or self.batch_window_ms < 0 or self.max_pending < 1:
+            raise ImgclsError("--max-upload-mb must be > 0 and --batch-window-ms >= 0")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -72,7 +76,7 @@ class ServeSettings:
 
 
 def create_app(run: Path | str, **settings: Any) -> FastAPI:
-    """The app for one run folder; `settings` are `ServeSettings` fields (max_upload_mb=20, max_batch=16...)."""
+    """The app for one run folder; `settings` are `ServeSettings` fields (max_upload_mb=20, max_batch=8...)."""
     return build_app(ServeSettings(run=str(run), **settings))
 
 
@@ -134,30 +138,44 @@ class ModelService:
     def __init__(self, classifier: Classifier, folder: Path, settings: ServeSettings):
         self.classifier = classifier
         self.settings = settings
-        self.batcher = MicroBatcher(classifier.probabilities, settings.max_batch, settings.batch_window_ms)
         self.decoders = anyio.CapacityLimiter(os.cpu_count() or 1)  # decoding beyond the cores only queues
         self.explainers = anyio.CapacityLimiter(1)  # Grad-CAM runs the PyTorch model with gradients: one at a time
         self.explain_problem = _grad_cam_problem(classifier)
         self.description = describe_model(classifier, folder, settings, self.explain_problem is None)
         self.served = 0
         self.refused = 0
-        self._warm_up()
+        pixels = self._warm_up()
+        self.batch_costs: dict[int, float] = {}
+        if settings.max_batch == "auto":
+            self.max_batch, self.batch_costs = choose_max_batch(classifier.probabilities, pixels)
+            costs = ", ".join(f"{size}: {cost:.1f}" for size, cost in self.batch_costs.items())
+            log.info(
+                "micro-batching up to %d image(s) per call (CPU ms per image by batch size: %s)", self.max_batch, costs
+            )
+        else:
+            self.max_batch = int(settings.max_batch)
+        self.batcher = MicroBatcher(classifier.probabilities, self.max_batch, settings.batch_window_ms)
 
-    def _warm_up(self) -> None:
-        """Pay for lazy set-up (Pillow plugins, ONNX Runtime buffers, Grad-CAM's probe) before the first request."""
+    def _warm_up(self) -> np.ndarray:
+        """Pay for lazy set-up (Pillow plugins, ONNX Runtime buffers, Grad-CAM's probe) before the first
+        request; returns a decoded photo-like image (noise) for measuring batch sizes."""
         size = self.classifier.spec.image_size
+        noise = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
         photo = io.BytesIO()
-        Image.new("RGB", (size, size), (128, 128, 128)).save(photo, format="JPEG")
+        Image.fromarray(noise).save(photo, format="JPEG")
         pixels = decode_upload(photo.getvalue(), self.classifier.spec)
         self.classifier.probabilities(pixels[None])
         if self.explain_problem is None:
             self.classifier.explain(pixels)
+        return pixels
 
     def counters(self) -> dict:
         stats = self.batcher.stats
         return {
             "served": self.served,
             "refused": self.refused,
+            "max_batch": self.max_batch,
+            "batch_cost_ms_per_image": self.batch_costs,  # measured at start when --max-batch auto
             "batches": stats.batches,
             "largest_batch": stats.largest,
         }
@@ -333,6 +351,7 @@ def run_server(run: Path | str, host: str = "127.0.0.1", port: int = 8000, worke
     import uvicorn
 
     chosen = ServeSettings(run=str(run), **settings)
+    log.setLevel(logging.INFO)  # a server says what it chose (batch size) as uvicorn says where it listens
     if not _is_loopback(host):
         log.warning("listening on %s: anyone who can reach this machine can use the model (no authentication)", host)
     if workers <= 1:
