@@ -36,5 +36,6 @@ def model_summary(name: str, num_classes: int = 2, image_size: int | None = None
         verbose=0,
         depth=4,
         row_settings=("var_names",),
+        mode="train" if getattr(net, "auxiliary_outputs", False) else "eval",  # show GoogLeNet's aux heads too
     )
     return str(stats)

@@ -203,6 +203,8 @@ class GoogLeNet(nn.Module):
     In training mode `forward` returns `(main, aux1, aux2)` (the training loss adds 0.3 x each auxiliary
     loss); in eval mode only `main`, so evaluation, prediction and ONNX export see one output."""
 
+    auxiliary_outputs = True  # `imgcls summary` shows the training graph, auxiliary heads included
+
     def __init__(
         self,
         num_outputs: int,
