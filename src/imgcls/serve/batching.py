@@ -169,6 +169,6 @@ def choose_max_batch(
         started = time.process_time()
         for _ in range(repeats):
             run_batch(batch)
-        costs[size] = (time.process_time() - started) * 1000 / (repeats * size)
+        costs[size] = round((time.process_time() - started) * 1000 / (repeats * size), 3)
     cheapest = min(costs.values())
     return min(size for size, cost in costs.items() if cost <= cheapest * 1.05), costs
