@@ -169,6 +169,7 @@ def make_trainer(
         logger=False,
         enable_progress_bar=options.progress,
         enable_model_summary=False,
+        enable_checkpointing=checkpoint_files,  # else Lightning adds its own epoch=N-step=M.ckpt writer
         num_sanity_val_steps=0,
         default_root_dir=run,
     )
