@@ -55,7 +55,8 @@ def train(
         list[str] | None, typer.Option(help="Augmentation KEY=VALUE, Keras names (rotation_range=40)")
     ] = None,
     val_split: Annotated[float | None, typer.Option(help="Share held out when DATA has no val/ folder")] = None,
-    early_stopping: Annotated[int | None, typer.Option(help="Patience in epochs on val_loss (0 = off)")] = None,
+    early_stopping: Annotated[int | None, typer.Option(help="Patience in epochs on --monitor (0 = off)")] = None,
+    monitor: Annotated[str | None, typer.Option(help="Epoch kept: val_loss (lowest) or val_accuracy (highest)")] = None,
     class_weights: Annotated[str | None, typer.Option(help="'auto': weigh classes by inverse frequency")] = None,
     backbone: Annotated[
         str | None, typer.Option(help="Transfer recipes: efficientnet_lite0, timm/NAME, torchvision/NAME")
@@ -117,6 +118,7 @@ def train(
             lr=lr,
             val_split=val_split,
             early_stopping=early_stopping,
+            monitor=monitor,
             augment=augmentation,
             weights=weights,
             views=views,

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 import imgcls
 from imgcls.cli import app
+from imgcls.errors import ImgclsError
 from imgcls.training.callbacks import HISTORY_COLUMNS
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow, pytest.mark.usefixtures("imgcls_env")]
@@ -352,3 +353,16 @@ def test_resume_of_a_foreign_folder_is_an_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path / "empty")])
     assert result.exit_code != 0
     assert "not an imgcls run folder" in str(result.exception)
+
+
+def test_monitor_val_accuracy_keeps_the_most_accurate_epoch(cifar_subset, tmp_path: Path) -> None:
+    """The kept model scores exactly the best val_accuracy of its history (not the lowest-val_loss epoch's)."""
+    data = cifar_subset("cifar", per_class=10)
+    settings = dict(image_size=32, epochs=4, batch_size=16, lr=3e-3, progress=False, report=False)
+    run = imgcls.train(data, "seed-basic-cnn", out=tmp_path / "runs", monitor="val_accuracy", **settings)
+    rows = history(run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(max(float(r["val_accuracy"]) for r in rows), abs=1e-6)
+
+    with pytest.raises(ImgclsError, match="unknown monitor 'val_f1'"):
+        imgcls.train(data, "seed-basic-cnn", out=tmp_path / "runs", monitor="val_f1", **settings)

@@ -87,6 +87,16 @@ def _format(value: float | str | None) -> str:
     return str(int(value)) if float(value).is_integer() and abs(value) < 1e9 else f"{value:.6g}"
 
 
+MONITORS = {"val_loss": "min", "val_accuracy": "max"}  # what "best epoch" can mean, and its direction
+
+
+def is_better(score: float, best: float | None, monitor: str) -> bool:
+    """Whether `score` beats `best` (None: nothing yet) on `monitor`."""
+    if best is None:
+        return True
+    return score < best if MONITORS[monitor] == "min" else score > best
+
+
 class BestWeightsInMemory(L.Callback):
     """Keeps a copy of the best weights on `monitor` in memory and restores them when fitting ends.
 
@@ -95,12 +105,12 @@ class BestWeightsInMemory(L.Callback):
 
     def __init__(self, monitor: str = "val_loss"):
         self.monitor = monitor
-        self.best_score = float("inf")
+        self.best_score: float | None = None
         self.best_state: dict | None = None
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         score = trainer.callback_metrics.get(self.monitor)
-        if trainer.sanity_checking or score is None or float(score) >= self.best_score:
+        if trainer.sanity_checking or score is None or not is_better(float(score), self.best_score, self.monitor):
             return
         self.best_score = float(score)
         self.best_state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}

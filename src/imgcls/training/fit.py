@@ -27,7 +27,7 @@ from imgcls.evaluation import classification_metrics, predict_probabilities
 from imgcls.models.classifier import ModelSpec, save_model
 from imgcls.models.registry import accepts
 from imgcls.recipes import Recipe
-from imgcls.training.callbacks import BestWeightsInMemory, HistoryWriter, read_history
+from imgcls.training.callbacks import MONITORS, BestWeightsInMemory, HistoryWriter, read_history
 from imgcls.training.module import ClassifierModule
 from imgcls.visual.plots import plot_confusion, plot_curves
 
@@ -142,19 +142,27 @@ def make_trainer(
 ) -> L.Trainer:
     """A Trainer whose checkpoints are `<stage>-best/last.ckpt` ("best"/"last" for plain training);
     without `checkpoint_files` the best weights are kept in memory and restored at the end."""
+    if recipe.monitor not in MONITORS:
+        raise ImgclsError(f"unknown monitor {recipe.monitor!r}: use {' or '.join(MONITORS)}")
     prefix = "" if stage == "train" else f"{stage}-"
     checkpoints = run / "checkpoints"
     callbacks: list[L.Callback] = [HistoryWriter(run / "history.csv", stage)]
     if checkpoint_files:
         best = ModelCheckpoint(
-            dirpath=checkpoints, filename=f"{prefix}best", monitor="val_loss", mode="min", save_last=True
+            dirpath=checkpoints,
+            filename=f"{prefix}best",
+            monitor=recipe.monitor,
+            mode=MONITORS[recipe.monitor],
+            save_last=True,
         )
         best.CHECKPOINT_NAME_LAST = f"{prefix}last"
         callbacks += [best, OnExceptionCheckpoint(dirpath=checkpoints, filename=f"{prefix}interrupted")]
     else:
-        callbacks.append(BestWeightsInMemory("val_loss"))
+        callbacks.append(BestWeightsInMemory(recipe.monitor))
     if recipe.early_stopping:
-        callbacks.append(EarlyStopping(monitor="val_loss", patience=recipe.early_stopping))
+        callbacks.append(
+            EarlyStopping(monitor=recipe.monitor, mode=MONITORS[recipe.monitor], patience=recipe.early_stopping)
+        )
     if options.progress:
         from lightning.pytorch.callbacks import RichProgressBar
 
@@ -189,7 +197,7 @@ def run_trainer(trainer: L.Trainer, module, train_loader, val_loader, run: Path,
 
 
 def load_best(module: ClassifierModule, checkpoint: Path) -> None:
-    """The weights of the best epoch on val_loss (the seeds' ModelCheckpoint(save_best_only=True))."""
+    """The weights of the best epoch on `recipe.monitor` (the seeds' ModelCheckpoint(save_best_only=True))."""
     if checkpoint.is_file():
         module.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"])
 

@@ -24,7 +24,7 @@ from imgcls.features import FeatureExtractor, FeatureSet
 from imgcls.models.backbones import load_pretrained, set_trainable
 from imgcls.models.classifier import probabilities
 from imgcls.recipes import Recipe
-from imgcls.training.callbacks import BestWeightsInMemory
+from imgcls.training.callbacks import BestWeightsInMemory, is_better
 from imgcls.training.fit import (
     TrainOptions,
     class_weights,
@@ -75,8 +75,8 @@ def fit_transfer(run: Path, dataset: Dataset, recipe: Recipe, options: TrainOpti
 
     split = "test" if "test" in features else "val"
     if recipe.fine_tune:
-        head_val_loss = next(c for c in head_trainer.callbacks if isinstance(c, BestWeightsInMemory)).best_score
-        probs, labels, kept_size = fine_tune(run, module, dataset, recipe, options, split, head_val_loss)
+        head_best = next(c for c in head_trainer.callbacks if isinstance(c, BestWeightsInMemory)).best_score
+        probs, labels, kept_size = fine_tune(run, module, dataset, recipe, options, split, head_best)
         spec.image_size = kept_size
     else:
         with torch.inference_mode():
@@ -105,7 +105,7 @@ def fine_tune(
     recipe: Recipe,
     options: TrainOptions,
     split: str,
-    head_val_loss: float,
+    head_best: float | None,
 ):
     """Stage 2 on images, at `fine_tune_image_size` when set (fastai's progressive resizing: the head
     learnt cheaply on small cached features, the backbone adapts at full size). Returns probabilities
@@ -128,12 +128,10 @@ def fine_tune(
     run_trainer(trainer, module, train_loader, val_loader, run, None)
     best = trainer.checkpoint_callback.best_model_score
     kept_size = fine_recipe.image_size
-    if best is not None and float(best) < head_val_loss:
+    if best is not None and is_better(float(best), head_best, recipe.monitor):
         load_best(module, run / "checkpoints" / "fine-tune-best.ckpt")
     else:  # the best checkpoint across both stages is kept
-        log.warning(
-            "fine-tuning did not lower val_loss below the head's %.4f: keeping the head-only model", head_val_loss
-        )
+        log.warning("fine-tuning did not beat the head's %s %s: keeping the head-only model", recipe.monitor, head_best)
         module.load_state_dict(head_state)
         if kept_size != recipe.image_size:
             decoded, kept_size = decode_splits(dataset, recipe, None), recipe.image_size
