@@ -61,6 +61,19 @@ def write_tree(root: Path, spec: dict[str, int], suffix: str = ".png") -> dict[s
     return made
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a test module: on a busy 2-core machine, OpenMP threads spin-waiting for
+    a stolen core make small forwards ~50x slower. Restored afterwards. Use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def make_image(tmp_path: Path) -> Callable[..., Path]:
     """`make_image("a/b.png", mode="P", size=(w, h), **save_kwargs)` writes under tmp_path."""

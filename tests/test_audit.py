@@ -31,20 +31,11 @@ from imgcls.runs import RUN_DIR_ENV
 from imgcls.suspects import find_suspects, fit_logistic_regression, out_of_fold_probabilities, stratified_folds
 from imgcls.visual import report as report_module
 
-pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
+pytestmark = [pytest.mark.slow, pytest.mark.shared_data, pytest.mark.usefixtures("one_thread")]
 CAT, DOG = "cat", 'dog & "wolf" <i>'  # class names are folder names: HTML must stay text
 PLANTED = "planted <img src=x onerror=alert(1)>.jpg"  # a dog photo filed under cat/
 TINY = {"image_size": 128, "batch_size": 8, "epochs": 3, "progress": False}
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small forwards in one thread: on a busy 2-core machine extra OpenMP threads only wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -25,14 +25,7 @@ RED, BLUE, GREY = (220, 30, 30), (30, 40, 210), (128, 128, 128)
 RED_BOX, BLUE_BOX = (slice(2, 10), slice(3, 11)), (slice(21, 29), slice(20, 28))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread (as in tests/training/test_transfer.py): on a busy 2-core machine, OpenMP
-    threads spin-waiting for a stolen core make small forwards ~50x slower. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def evidence_classifier(output: str) -> Classifier:

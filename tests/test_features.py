@@ -24,7 +24,7 @@ from imgcls.data.download import cache_dir
 from imgcls.features import FeatureExtractor, weights_fingerprint
 from imgcls.models.backbones import create_backbone, load_pretrained
 
-pytestmark = pytest.mark.usefixtures("isolated_cache")
+pytestmark = pytest.mark.usefixtures("isolated_cache", "one_thread")
 
 SIZE = 64
 DIM = 1280
@@ -33,16 +33,6 @@ AUGMENT = Augment(random_resized_crop=(0.5, 1.0), horizontal_flip=True)
 # Features are cached as float16: two engines whose float32 outputs differ by ~1e-5 can round to
 # neighbouring float16 values, one step = 2**-10 of the value (0.004 for values in [4, 6]).
 FLOAT16_STEP = {"atol": 1e-3, "rtol": 2e-3}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine, OpenMP threads spin-waiting for a stolen core make
-    a 64 px forward ~50x slower. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -25,16 +25,22 @@ def create_run_dir(out: Path, name: str) -> Path:
     inherited = os.environ.get(RUN_DIR_ENV)
     if inherited and os.environ.get("LOCAL_RANK", "0") != "0":
         return Path(inherited)
-    out.mkdir(parents=True, exist_ok=True)
+    run = fresh_dir(Path(out), name)
+    os.environ[RUN_DIR_ENV] = str(run)
+    return run
+
+
+def fresh_dir(parent: Path, name: str) -> Path:
+    """A new folder `parent/name` (or `name-2`, `-3`...), created now, so nothing existing is reused."""
+    parent.mkdir(parents=True, exist_ok=True)
     for index in range(1, 10_000):
-        candidate = out / (name if index == 1 else f"{name}-{index}")
+        candidate = parent / (name if index == 1 else f"{name}-{index}")
         try:
             candidate.mkdir()
         except FileExistsError:
             continue
-        os.environ[RUN_DIR_ENV] = str(candidate)
         return candidate
-    raise ImgclsError(f"{out}: too many runs named {name}")
+    raise ImgclsError(f"{parent}: too many folders named {name}")
 
 
 def resolve_run(run: Path | str) -> Path:

@@ -39,14 +39,7 @@ def trains_on_photos(test):
     return pytest.mark.slow(pytest.mark.shared_data(test))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine, OpenMP threads spin-waiting for a stolen core
-    make small forwards ~50x slower. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

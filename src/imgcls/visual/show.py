@@ -18,6 +18,7 @@ from torchvision.transforms import v2
 from imgcls.augment import Augment, build_transform
 from imgcls.data.decode import BadImageError, display_path, is_image_file, load_image
 from imgcls.errors import ImgclsError
+from imgcls.runs import fresh_dir
 from imgcls.visual import grids
 
 THUMBNAIL = 256  # pixels: longest side of the photos in sample grids
@@ -267,19 +268,6 @@ def fresh_path(folder: Path, stem: str, suffix: str = ".png") -> Path:
         if not candidate.exists():
             return candidate
     raise ImgclsError(f"{folder}: too many files named {stem}{suffix}")
-
-
-def fresh_dir(parent: Path, name: str) -> Path:
-    """A new folder `parent/name` (or `name-2`, ...), created now."""
-    parent.mkdir(parents=True, exist_ok=True)
-    for index in range(1, 10_000):
-        candidate = parent / (name if index == 1 else f"{name}-{index}")
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            continue
-        return candidate
-    raise ImgclsError(f"{parent}: too many folders named {name}")
 
 
 def _safe_name(text: str) -> str:
