@@ -71,6 +71,8 @@ class Recipe:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ImgclsError(f"unknown recipe field(s): {', '.join(sorted(unknown))}")
+        if isinstance(changes.get("augment"), dict):  # e.g. from JSON: {"horizontal_flip": true}
+            changes["augment"] = Augment.from_dict(changes["augment"])
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
@@ -393,7 +395,7 @@ register_recipe(
     Recipe(
         name="seed-alexnet-fast",
         description="AlexNet for 32 px photos: 3x3 stride-1 stem, half widths, Dense 1024 x2; crop+flip, one-cycle",
-        expected="TBD",
+        expected="cifar10_test, 2,000 held out: 50.9% in 301 s (one thread on a shared CPU; README)",
         model="alexnet",
         model_args={"stem_kernel": 3, "stem_stride": 1, "widths": [48, 128, 192, 192, 128], "hidden": 1024},
         epochs=6,
@@ -405,7 +407,7 @@ register_recipe(
     Recipe(
         name="seed-vgg11-fast",
         description="VGG-11 for 28-32 px images: its first 4 blocks at half width (32..256) + batch norm, Dense 512 x2",
-        expected="TBD",
+        expected="cifar10_test, 2,000 held out: 53.4% in 291 s (one thread on a shared CPU; README)",
         model="vgg",
         model_args={
             "conv_arch": [[1, 32], [1, 64], [2, 128], [2, 256]],  # a 5th max-pool would leave 28 px images 0x0
@@ -421,7 +423,7 @@ register_recipe(
     Recipe(
         name="seed-googlenet-fast",
         description="GoogLeNet for 32 px photos: 7x7 stride-1 stem, half the channels, both auxiliary classifiers",
-        expected="TBD",
+        expected="cifar10_test, 2,000 held out: 44.6% in 357 s (one thread on a shared CPU; README)",
         model="googlenet",
         model_args={"stem_stride": 1, "width": 0.5},
         epochs=6,
@@ -433,7 +435,7 @@ register_recipe(
     Recipe(
         name="seed-resnet18-fast",
         description="ResNet-18 for 32 px photos: 3x3 stride-1 stem, no max-pool, quarter widths (16..128)",
-        expected="TBD",
+        expected="cifar10_test, 2,000 held out: 57.8% in 299 s (one thread on a shared CPU; README)",
         model="resnet18",
         model_args={"widths": [16, 32, 64, 128], "stem_kernel": 3, "stem_stride": 1, "stem_pool": False},
         epochs=6,
@@ -445,7 +447,7 @@ register_recipe(
     Recipe(
         name="seed-fashion-cnn-fast",
         description="Seed 003's Fashion-MNIST CNN on 32 px RGB photos, with crop+flip and one-cycle AdamW",
-        expected="TBD",
+        expected="cifar10_test, 2,000 held out: 65.3% in 282 s (one thread on a shared CPU; README)",
         model="fashion-cnn",
         epochs=15,
         **FAST,
@@ -455,12 +457,12 @@ register_recipe(
 register_recipe(
     Recipe(
         name="cifar10-fast",
-        description="Built for accuracy per CPU second on 32 px photos: ResNet (1 block per stage, 32..256) "
-        "after a 3x3 stem and max-pool; crop+flip, label smoothing, one-cycle AdamW",
-        expected="TBD",
+        description="Built for accuracy per CPU second on 32 px photos: a ResNet with one block per stage "
+        "(48..384 channels) after a 3x3 stem and a max-pool; crop+flip, label smoothing, one-cycle AdamW",
+        expected="cifar10_test, 2,000 held out: 74.1% in 778 s (one thread on a shared CPU; README)",
         model="resnet18",
-        model_args={"widths": [32, 64, 128, 256], "blocks": [1, 1, 1, 1], "stem_kernel": 3, "stem_stride": 1},
-        epochs=15,  # 46 s per epoch here with one thread (README): 15 fit in 15 minutes
-        **FAST,
+        model_args={"widths": [48, 96, 192, 384], "blocks": [1, 1, 1, 1], "stem_kernel": 3, "stem_stride": 1},
+        epochs=20,  # 35 s per epoch here (README); 32..256 channels for 15 epochs reached 69.9% in 682 s
+        **FAST,  # adding random_erasing=0.5 cost accuracy at this budget (README)
     )
 )

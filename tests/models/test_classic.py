@@ -293,3 +293,11 @@ def test_summary_shows_googlenets_auxiliary_classifiers() -> None:
     assert "AuxClassifier (aux1)" in table and "AuxClassifier (aux2)" in table
     net, _ = build_for_summary("googlenet", num_classes=10, image_size=64)
     assert f"Total params: {count(net):,}" in table
+
+
+def test_recipe_override_takes_augmentation_as_json() -> None:
+    """`bench_train.py --set 'augment={...}'` and config files give plain dicts."""
+    changed = get_recipe("cifar10-fast").override(augment={"horizontal_flip": True, "random_erasing": 0.5})
+    assert changed.augment.horizontal_flip and changed.augment.random_erasing == 0.5
+    assert changed.augment.width_shift_range == 0  # a full replacement, not a merge
+    assert changed.as_dict()["augment"]["random_erasing"] == 0.5
