@@ -26,15 +26,6 @@ FAST = [r.name for r in list_recipes() if r.name.endswith("-fast")]
 CLASSES = [f"c{k}" for k in range(10)]
 
 
-@pytest.fixture
-def one_thread():
-    """These networks see a few tiny images: one thread is as fast, and far faster on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --------------------------------------------------------------------------- Keras counts by hand
 
 

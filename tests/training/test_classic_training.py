@@ -9,24 +9,14 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 import imgcls
 from imgcls.inference import Classifier
 from imgcls.recipes import get_recipe, list_recipes
 
-pytestmark = [pytest.mark.shared_data, pytest.mark.slow, pytest.mark.usefixtures("imgcls_env")]
+pytestmark = [pytest.mark.shared_data, pytest.mark.slow, pytest.mark.usefixtures("imgcls_env", "one_thread")]
 
 FAST = [r.name for r in list_recipes() if r.name.endswith("-fast")]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny batches: one thread is as fast, and far faster when other jobs share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("recipe", FAST)
