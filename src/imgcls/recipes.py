@@ -307,7 +307,7 @@ SEED_SGD = {  # seed 001, AlexNet section: SGD(learning_rate=0.01, momentum=0.0)
 }
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # CIFAR-10 training-set channel statistics, on [0, 1] pixels
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
-CROP_FLIP = Augment(  # the CIFAR standard: random 32x32 crop of the image padded by 4 px (reflect) + flips
+CROP_FLIP = Augment(  # CIFAR's crop of a 4-px reflect-padded image + flips; shifts here are continuous (bilinear)
     width_shift_range=4, height_shift_range=4, fill_mode="reflect", horizontal_flip=True
 )
 FAST = {  # shared by the -fast recipes: 32x32 RGB, CIFAR normalisation, crop + flip, one-cycle AdamW
