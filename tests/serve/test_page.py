@@ -164,6 +164,12 @@ def test_class_names_are_shown_as_text(page, server_url, photos):
 
 def test_oversized_upload_is_refused_by_the_real_server(server_url, photos):
     big = photos["cat"][0].read_bytes() * 200  # several MiB, over this server's 2 MiB limit
-    response = httpx.post(server_url + "predict", content=big, headers={"content-type": "image/jpeg"}, timeout=30)
-    assert response.status_code == 413 and "limit" in response.json()["error"]
+    try:
+        response = httpx.post(server_url + "predict", content=big, headers={"content-type": "image/jpeg"}, timeout=30)
+    except (httpx.RemoteProtocolError, httpx.WriteError):
+        # The server answers 413 from Content-Length and closes without reading the body; a client still
+        # sending can see that close (TCP reset) before the 413 it was sent. Either way nothing was read.
+        pass
+    else:
+        assert response.status_code == 413 and "limit" in response.json()["error"]
     assert httpx.get(server_url + "health", timeout=30).json()["status"] == "ok"
