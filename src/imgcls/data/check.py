@@ -130,16 +130,16 @@ class _CheckCacheTag:
         return f"check-v1-dhash{HASH_BITS}"
 
 
-def inspect_files(paths: list[Path], workers: int | None = None, cached: bool = True) -> list[_Inspected]:
+def inspect_files(paths: list[Path], workers: int | None = None) -> list[_Inspected]:
     """Read, hash and decode every file once, in threads (hashlib and Pillow release the GIL).
 
     Results of readable files are cached under path + size + mtime, so a second check (and the
     report written after every training) costs a stat and a tiny read per file."""
     workers = workers or min(16, 2 * (os.cpu_count() or 1))
-    store = ArrayStore(cache_dir() / "check") if cached else None
+    store = ArrayStore(cache_dir() / "check")
 
     def inspect(path: Path) -> _Inspected:
-        return _inspect_cached(path, store) if store else _inspect(path)
+        return _inspect_cached(path, store)
 
     with warnings.catch_warnings():  # huge declared sizes are reported below, not warned about
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)

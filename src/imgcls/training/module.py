@@ -69,7 +69,7 @@ class ClassifierModule(L.LightningModule):
         logits, *auxiliary = outputs if isinstance(outputs, tuple) else (outputs,)
         loss = self.loss(logits, labels)
         for aux_logits in auxiliary:
-            loss = loss + self.recipe.get("aux_loss_weight", 0.3) * self.loss(aux_logits, labels)
+            loss = loss + self.recipe["aux_loss_weight"] * self.loss(aux_logits, labels)
         accuracy = (self.predicted(logits) == labels).float().mean()
         size = len(labels)
         self.log(
