@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -25,6 +26,7 @@ from typer.testing import CliRunner
 import imgcls
 from imgcls.cli import app
 from imgcls.errors import ImgclsError
+from imgcls.training import fit
 from imgcls.training.callbacks import HISTORY_COLUMNS
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow, pytest.mark.usefixtures("imgcls_env")]
@@ -340,12 +342,58 @@ def test_ctrl_c_says_how_to_resume(cats_dogs_subset, tmp_path: Path, imgcls_env:
     assert process.returncode not in (0, None), out + err
     assert "Traceback" not in err, err
     assert f"imgcls train --resume {run}\n" in err, err  # one line: copy-paste works
-    assert (run / "checkpoints" / "interrupted.ckpt").is_file()
+    assert fit.newest_checkpoint(run) is not None  # interrupted.ckpt, or last.ckpt if the epoch's batches were done
     assert not (run / "model.safetensors").exists()
 
     resume_with_cli(run)
 
     assert_complete_history(run, 6, started)
+
+
+class CtrlCInEpochOne(L.Callback):
+    """Ctrl-C in epoch 1 (of 2 training batches): after its first batch, or once its batches are done."""
+
+    def __init__(self, when: str):
+        self.when = when
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self.when == "mid-epoch" and trainer.current_epoch == 1 and batch_idx == 0:
+            raise KeyboardInterrupt
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.when == "in-validation" and trainer.current_epoch == 1:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("when", ["mid-epoch", "in-validation"])
+def test_interrupted_epoch_resumes_to_a_complete_history(
+    when: str, cats_dogs_subset, tmp_path: Path, monkeypatch
+) -> None:
+    """Every row has its training and validation metrics, wherever in the epoch Ctrl-C came
+    (Lightning would resume a checkpoint taken after the last batch without validating)."""
+    data = cats_dogs_subset("data", train=16, val=8)
+    make_trainer = fit.make_trainer
+
+    def interrupting_trainer(*args, **kwargs) -> L.Trainer:
+        trainer = make_trainer(*args, **kwargs)
+        trainer.callbacks.append(CtrlCInEpochOne(when))
+        return trainer
+
+    monkeypatch.setattr(fit, "make_trainer", interrupting_trainer)
+    with pytest.raises(ImgclsError, match="imgcls train --resume"):
+        imgcls.train(data, "seed-basic-cnn", out=tmp_path / "runs", seed=7, **{**TINY, "epochs": 3})
+    monkeypatch.undo()
+    run = tmp_path / "runs" / "seed-basic-cnn"
+    assert [int(r["epoch"]) for r in history(run)] == [0]
+    assert (run / "checkpoints" / "interrupted.ckpt").is_file() == (when == "mid-epoch")
+
+    fit.resume(run, progress=False)
+
+    rows = history(run)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2], rows
+    for row in rows:
+        assert math.isfinite(float(row["loss"])) and 0 <= float(row["accuracy"]) <= 1, row
+        assert math.isfinite(float(row["val_loss"])) and 0 <= float(row["val_accuracy"]) <= 1, row
 
 
 def test_resume_of_a_foreign_folder_is_an_error(tmp_path: Path) -> None:

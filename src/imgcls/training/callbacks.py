@@ -1,4 +1,4 @@
-"""Callbacks that turn Lightning's epoch metrics into the run folder's `history.csv`."""
+"""Callbacks of every training stage: history.csv rows, best weights kept in memory, Ctrl-C checkpoints."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import OnExceptionCheckpoint
 
 HISTORY_COLUMNS = (
     "stage",  # train | head (on cached features) | fine-tune
@@ -33,12 +34,15 @@ def read_history(path: Path) -> list[dict]:
 
 
 class HistoryWriter(L.Callback):
-    """One row per finished epoch (rank 0 only); on resume, rows past the checkpoint are dropped."""
+    """One row per epoch (rank 0 only), written when the epoch's validation ends: before that
+    epoch's checkpoints, so a run killed in between redoes the epoch instead of losing its row.
+    On resume, rows from the checkpoint's epoch on are dropped."""
 
     def __init__(self, path: Path, stage: str = "train"):
         self.path = path
         self.stage = stage
         self._epoch_started = 0.0
+        self._images = 0  # trained on in this process this epoch (a resumed epoch counts only its rest)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_started = time.perf_counter()  # resuming mid-epoch skips on_train_epoch_start
@@ -56,27 +60,51 @@ class HistoryWriter(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_started = time.perf_counter()
+        self._images = 0
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or trainer.sanity_checking:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self._images += len(batch[1]) * trainer.world_size
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        # from the module's totals: they cover the whole epoch even when it was resumed midway
+        train_metrics = pl_module.train_epoch_metrics()
+        if not trainer.is_global_zero:
             return
         seconds = time.perf_counter() - self._epoch_started
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in HISTORY_COLUMNS}
-        images = trainer.num_training_batches * trainer.train_dataloader.batch_size * trainer.world_size
+        validation = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("val_loss", "val_accuracy")}
         row = {
             "stage": self.stage,
             "epoch": trainer.current_epoch,
-            **metrics,
+            **train_metrics,
+            **validation,
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "seconds": seconds,
-            "train_images_per_s": min(images, _dataset_size(trainer)) / seconds,
+            "train_images_per_s": self._images / seconds if self._images else None,
         }
         with self.path.open("a", newline="") as handle:
             csv.DictWriter(handle, HISTORY_COLUMNS).writerow({k: _format(row.get(k)) for k in HISTORY_COLUMNS})
 
 
-def _dataset_size(trainer: L.Trainer) -> int:
-    return len(trainer.train_dataloader.dataset)
+class InterruptCheckpoint(OnExceptionCheckpoint):
+    """`interrupted.ckpt` on Ctrl-C, but only while the epoch still has training batches to run:
+    Lightning resumes a checkpoint taken after an epoch's last batch without validating that
+    epoch. Later interruptions resume from the last epoch-end checkpoint instead."""
+
+    def __init__(self, dirpath: Path, filename: str):
+        super().__init__(dirpath=dirpath, filename=filename)
+        self._epoch_trained = False
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_trained = False
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_trained = True
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not self._epoch_trained:
+            super().on_exception(trainer, pl_module, exception)
 
 
 def _format(value: float | str | None) -> str:

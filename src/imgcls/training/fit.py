@@ -14,7 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, OnExceptionCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from imgcls import runs
 from imgcls.augment import build_transform
@@ -27,13 +27,13 @@ from imgcls.evaluation import classification_metrics, predict_probabilities
 from imgcls.models.classifier import ModelSpec, save_model
 from imgcls.models.registry import accepts
 from imgcls.recipes import Recipe
-from imgcls.training.callbacks import MONITORS, BestWeightsInMemory, HistoryWriter, read_history
+from imgcls.training.callbacks import MONITORS, BestWeightsInMemory, HistoryWriter, InterruptCheckpoint, read_history
 from imgcls.training.module import ClassifierModule
 from imgcls.visual.plots import plot_confusion, plot_curves
 
 log = logging.getLogger("imgcls")
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no GPU/TPU banners or tips
-# OnExceptionCheckpoint makes Lightning treat ckpt_path=None as "last" and warn about it on every new run
+# InterruptCheckpoint (an OnExceptionCheckpoint) makes Lightning read ckpt_path=None as "last", warning each run
 warnings.filterwarnings("ignore", message=r".*ckpt_path.*", module="lightning")
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # frozen backbone parts, on purpose
@@ -156,7 +156,7 @@ def make_trainer(
             save_last=True,
         )
         best.CHECKPOINT_NAME_LAST = f"{prefix}last"
-        callbacks += [best, OnExceptionCheckpoint(dirpath=checkpoints, filename=f"{prefix}interrupted")]
+        callbacks += [best, InterruptCheckpoint(checkpoints, f"{prefix}interrupted")]
     else:
         callbacks.append(BestWeightsInMemory(recipe.monitor))
     if recipe.early_stopping:

@@ -37,6 +37,10 @@ class ClassifierModule(L.LightningModule):
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
         self._step_started = time.perf_counter()
+        # training (loss sum, correct, images) of epoch `totals_epoch`: saved in checkpoints, so an
+        # epoch interrupted and resumed still reports its whole loss and accuracy
+        self.train_totals = torch.zeros(3)
+        self.totals_epoch = -1
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         if self.stage == "head":
@@ -48,6 +52,26 @@ class ClassifierModule(L.LightningModule):
             from imgcls.models.backbones import batchnorm_inference_mode
 
             batchnorm_inference_mode(self.model.net.backbone)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["train_totals"] = {"epoch": self.totals_epoch, "totals": self.train_totals.tolist()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("train_totals", {"epoch": -1, "totals": [0.0, 0.0, 0.0]})
+        self.totals_epoch, self.train_totals = saved["epoch"], torch.tensor(saved["totals"])
+
+    def _add_to_totals(self, loss: torch.Tensor, accuracy: torch.Tensor, size: int) -> None:
+        """Kept where the loss lives: no device sync per step."""
+        if self.totals_epoch != self.current_epoch:
+            self.totals_epoch, self.train_totals = self.current_epoch, torch.zeros(3)
+        step = torch.stack([loss.detach() * size, accuracy * size, loss.new_tensor(size)])
+        self.train_totals = self.train_totals.to(loss.device) + step
+
+    def train_epoch_metrics(self) -> dict[str, float]:
+        """Loss and accuracy of this epoch so far, over every device (all ranks must call this)."""
+        totals = self.train_totals if self.totals_epoch == self.current_epoch else torch.zeros(3)
+        loss_sum, correct, images = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").tolist()
+        return {"loss": loss_sum / images, "accuracy": correct / images} if images else {}
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         smoothing = self.recipe["label_smoothing"]
@@ -72,6 +96,8 @@ class ClassifierModule(L.LightningModule):
             loss = loss + self.recipe["aux_loss_weight"] * self.loss(aux_logits, labels)
         accuracy = (self.predicted(logits) == labels).float().mean()
         size = len(labels)
+        if prefix == "":
+            self._add_to_totals(loss, accuracy, size)
         self.log(
             f"{prefix}loss",
             loss,
