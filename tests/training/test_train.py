@@ -351,7 +351,7 @@ def test_ctrl_c_says_how_to_resume(cats_dogs_subset, tmp_path: Path, imgcls_env:
 
 
 class CtrlCInEpochOne(L.Callback):
-    """Ctrl-C in epoch 1 (of 2 training batches): after its first batch, or once its batches are done."""
+    """Ctrl-C in epoch 1: after its first batch, during its last one, or in its validation."""
 
     def __init__(self, when: str):
         self.when = when
@@ -360,12 +360,20 @@ class CtrlCInEpochOne(L.Callback):
         if self.when == "mid-epoch" and trainer.current_epoch == 1 and batch_idx == 0:
             raise KeyboardInterrupt
 
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if (
+            self.when == "in-last-batch"
+            and trainer.current_epoch == 1
+            and batch_idx == trainer.num_training_batches - 1
+        ):
+            raise KeyboardInterrupt
+
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.when == "in-validation" and trainer.current_epoch == 1:
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("when", ["mid-epoch", "in-validation"])
+@pytest.mark.parametrize("when", ["mid-epoch", "in-last-batch", "in-validation"])
 def test_interrupted_epoch_resumes_to_a_complete_history(
     when: str, cats_dogs_subset, tmp_path: Path, monkeypatch
 ) -> None:

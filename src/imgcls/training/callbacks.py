@@ -88,22 +88,13 @@ class HistoryWriter(L.Callback):
 
 
 class InterruptCheckpoint(OnExceptionCheckpoint):
-    """`interrupted.ckpt` on Ctrl-C, but only while the epoch still has training batches to run:
-    Lightning resumes a checkpoint taken after an epoch's last batch without validating that
-    epoch. Later interruptions resume from the last epoch-end checkpoint instead."""
-
-    def __init__(self, dirpath: Path, filename: str):
-        super().__init__(dirpath=dirpath, filename=filename)
-        self._epoch_trained = False
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch_trained = False
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch_trained = True
+    """`interrupted.ckpt` on Ctrl-C, but only while the epoch has training batches left: Lightning
+    resumes a checkpoint taken once the last batch has started as a finished epoch, without
+    validating it. Later interruptions resume from the last epoch-end checkpoint instead."""
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if not self._epoch_trained:
+        started = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # what Lightning's resume counts
+        if started < trainer.num_training_batches:
             super().on_exception(trainer, pl_module, exception)
 
 
