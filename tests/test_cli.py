@@ -129,6 +129,22 @@ def test_evaluate_table_and_other_data(trained_run: Path) -> None:
     assert other["accuracy"] == own["accuracy"]
 
 
+@pytest.mark.shared_data
+def test_evaluate_with_flip_tta_averages_mirror_images(trained_run: Path) -> None:
+    plain = json.loads(invoke("evaluate", trained_run, "--json").stdout)
+    mirrored = json.loads(invoke("evaluate", trained_run, "--flip-tta", "--json").stdout)
+    assert (plain["flip_tta"], mirrored["flip_tta"]) == (False, True)  # trained without: as trained
+
+    files, labels = val_files(trained_run)
+    classifier = imgcls.Classifier.load(trained_run, engine="torch")
+    classifier.model.flip_tta = True
+    probs = np.array([[p.probabilities[c] for c in classifier.classes] for p in classifier.predict(files)])
+    loss = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1)).mean()
+    assert mirrored["loss"] == pytest.approx(loss, rel=1e-5, abs=1e-6)
+    assert mirrored["loss"] != pytest.approx(plain["loss"], rel=1e-4)
+    assert "flip TTA" in invoke("evaluate", trained_run, "--flip-tta").stdout
+
+
 # --------------------------------------------------------------------------- predict
 
 

@@ -86,6 +86,26 @@ def test_predicted_class_is_the_default_and_overlay_shows_the_photo():
     assert not np.array_equal(result.overlay, photo)
 
 
+def test_a_flip_tta_model_explains_the_image_as_it_is_with_the_predicted_probability():
+    evidence = evidence_classifier("softmax")
+    mirrored = Classifier(
+        ImageClassifier(evidence.model.net, evidence.spec.mean, evidence.spec.std, True), evidence.spec
+    )
+    result = explain(mirrored, red_and_blue_photo(), mirrored.classes.index("red"))
+    assert inside(peak(result.heatmap), RED_BOX)  # not where the mirror image has its red
+
+    torch.manual_seed(0)
+    spec = ModelSpec("small-resnet", ["a", "b", "c"], SIZE, flip_tta=True)
+    classifier = Classifier(build_classifier(spec).eval(), spec)
+    photo = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    result = explain(classifier, photo)
+    predicted = classifier.predict(photo)[0]
+    assert result.label == predicted.label
+    assert result.probability == pytest.approx(predicted.probabilities[result.label], abs=1e-5)
+    layers = activation_layers(classifier)
+    assert [a.name for a in activations(classifier, photo)] == layers  # one forward pass: each layer once
+
+
 def test_the_target_layer_is_the_last_map_larger_than_one_pixel():
     classifier = evidence_classifier("softmax")
     assert grad_cam_layer(classifier) == "net.2"  # the max-pool (16x16), not the global average (1x1)

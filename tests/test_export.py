@@ -35,7 +35,12 @@ runner = CliRunner()
 
 
 def make_run(
-    folder: Path, arch: str = "seed-basic-cnn", output: str = "sigmoid", channels: int = 3, seed: int = 0
+    folder: Path,
+    arch: str = "seed-basic-cnn",
+    output: str = "sigmoid",
+    channels: int = 3,
+    seed: int = 0,
+    flip_tta: bool = False,
 ) -> tuple[Path, ImageClassifier, ModelSpec]:
     """A run folder holding just model.json + model.safetensors of a random, eval-mode model."""
     classes = ["cat", "dog"] if output == "sigmoid" else ["ant", "bee", "cow"]
@@ -48,6 +53,7 @@ def make_run(
         mean=(0.485, 0.456, 0.406),
         std=(0.229, 0.224, 0.225),
         output=output,
+        flip_tta=flip_tta,
     )
     torch.manual_seed(seed)
     model = build_classifier(spec)
@@ -79,16 +85,17 @@ def random_pixels(batch: int, channels: int, seed: int = 1) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    ("arch", "output", "channels"),
+    ("arch", "output", "channels", "flip_tta"),
     [
-        ("seed-basic-cnn", "sigmoid", 3),
-        ("seed-basic-cnn", "softmax", 1),
-        ("small-resnet", "softmax", 3),
-        ("small-resnet", "sigmoid", 1),
+        ("seed-basic-cnn", "sigmoid", 3, False),
+        ("seed-basic-cnn", "softmax", 1, False),
+        ("small-resnet", "softmax", 3, False),
+        ("small-resnet", "sigmoid", 1, False),
+        ("small-resnet", "softmax", 3, True),
     ],
 )
-def test_onnx_probabilities_match_torch(tmp_path: Path, arch: str, output: str, channels: int) -> None:
-    run, model, spec = make_run(tmp_path / "run", arch, output, channels)
+def test_onnx_probabilities_match_torch(tmp_path: Path, arch: str, output: str, channels: int, flip_tta: bool) -> None:
+    run, model, spec = make_run(tmp_path / "run", arch, output, channels, flip_tta=flip_tta)
     path = export_onnx(run)
     assert path == run / "model.onnx"
     onnx.checker.check_model(str(path), full_check=True)
@@ -124,6 +131,7 @@ def test_onnx_probabilities_match_torch(tmp_path: Path, arch: str, output: str, 
     assert description["preprocessing"]["size"] == [SIZE, SIZE]
     assert description["output"]["classes"] == spec.classes
     assert description["output"]["activation"] == output
+    assert description["output"]["flip_tta"] is flip_tta
     metadata = session.metadata
     assert json.loads(metadata["imgcls.classes"]) == spec.classes
     assert json.loads(metadata["imgcls.preprocessing"])["input"] == description["input"]

@@ -58,6 +58,9 @@ def train(
     early_stopping: Annotated[int | None, typer.Option(help="Patience in epochs on --monitor (0 = off)")] = None,
     monitor: Annotated[str | None, typer.Option(help="Epoch kept: val_loss (lowest) or val_accuracy (highest)")] = None,
     class_weights: Annotated[str | None, typer.Option(help="'auto': weigh classes by inverse frequency")] = None,
+    flip_tta: Annotated[
+        bool | None, typer.Option("--flip-tta/--no-flip-tta", help="Average each image's logits with its mirror's")
+    ] = None,
     backbone: Annotated[
         str | None, typer.Option(help="Transfer recipes: efficientnet_lite0, timm/NAME, torchvision/NAME")
     ] = None,
@@ -119,6 +122,7 @@ def train(
             val_split=val_split,
             early_stopping=early_stopping,
             monitor=monitor,
+            flip_tta=flip_tta,
             augment=augmentation,
             weights=weights,
             views=views,
@@ -156,6 +160,10 @@ def evaluate(
     data: Annotated[str | None, typer.Argument(help="Other data (default: the run's test, else val split)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout")] = False,
     data_dir: Annotated[Path | None, DataRootOption] = None,
+    flip_tta: Annotated[
+        bool | None,
+        typer.Option("--flip-tta/--no-flip-tta", help="Average with mirror images or not (default: as trained)"),
+    ] = None,
 ) -> None:
     """Accuracy, loss, per-class precision/recall/F1, confusion matrix, ROC AUC (two classes)."""
     from imgcls.evaluation import evaluate_run
@@ -164,7 +172,7 @@ def evaluate(
         from imgcls.data.builtin import resolve_builtin
 
         data = str(resolve_builtin(data, data_dir))
-    metrics = evaluate_run(run, data)
+    metrics = evaluate_run(run, data, flip_tta=flip_tta)
     if as_json:
         sys.stdout.write(json.dumps(metrics) + "\n")
         return
@@ -540,6 +548,7 @@ def _print_metrics(metrics: dict, with_headline: bool = True) -> None:
             f"[bold]{metrics['n_images']}[/bold] images ({metrics.get('data', '')}): accuracy "
             f"[bold]{metrics['accuracy']:.2%}[/bold], loss {metrics['loss']:.4f}"
             + (f", ROC AUC {metrics['roc_auc']:.4f}" if "roc_auc" in metrics else "")
+            + (" (with mirror images: flip TTA)" if metrics.get("flip_tta") else "")
         )
     table = Table("class", "precision", "recall", "F1", "support")
     for name, row in metrics["per_class"].items():

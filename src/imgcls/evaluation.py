@@ -84,6 +84,7 @@ class Predictions:
     described: str  # e.g. "val split of the run"
     skipped: list  # BadImageError of unreadable files
     root: Path | None = None  # the data folder the paths are in
+    flip_tta: bool = False  # each image's logits were averaged with its mirror image's
 
 
 @dataclass
@@ -101,8 +102,12 @@ class Mistake:
         return {**dataclasses.asdict(self), "path": display_path(self.path)}
 
 
-def predict_run(run: Path | str, data: str | Path | None = None, cached_features: bool = False) -> Predictions:
+def predict_run(
+    run: Path | str, data: str | Path | None = None, cached_features: bool = False, flip_tta: bool | None = None
+) -> Predictions:
     """Predictions of a run's model on its own held-out split (test, else val) or on other DATA.
+
+    `flip_tta`: average with mirror images or not, whatever the model was trained with (None: as trained).
 
     `cached_features`: a transfer model runs as backbone features (cached on disk, float16, as its
     training stored them) + head, so a frozen backbone costs nothing: seconds instead of minutes for
@@ -114,6 +119,7 @@ def predict_run(run: Path | str, data: str | Path | None = None, cached_features
 
     run = resolve_run(run)
     model, spec = load_model(run)
+    model.flip_tta = spec.flip_tta if flip_tta is None else flip_tta
     if data is None:
         dataset: Dataset = load_manifest(run / "split.json")
         split = "test" if "test" in dataset.splits else "val"
@@ -122,7 +128,7 @@ def predict_run(run: Path | str, data: str | Path | None = None, cached_features
     else:
         dataset, samples, described = _samples_for(data, spec.classes)
     paths, labels = [s.path for s in samples], [s.label for s in samples]
-    if cached_features and spec.architecture == "transfer" and spec.channels == 3:
+    if cached_features and spec.architecture == "transfer" and spec.channels == 3 and not model.flip_tta:
         found = _head_on_features(run, model, spec, paths, labels)
     else:
         settings = DecodeSettings((spec.image_size, spec.image_size), spec.channels, spec.resize)
@@ -131,7 +137,7 @@ def predict_run(run: Path | str, data: str | Path | None = None, cached_features
         found = probs, decoded.labels.numpy(), decoded.paths, decoded.skipped
     if found[0] is None:
         raise DataError(f"{described}: no readable images to evaluate")
-    return Predictions(found[0], found[1], found[2], spec.classes, described, found[3], dataset.root)
+    return Predictions(found[0], found[1], found[2], spec.classes, described, found[3], dataset.root, model.flip_tta)
 
 
 @torch.inference_mode()
@@ -146,15 +152,19 @@ def _head_on_features(run: Path, model: ImageClassifier, spec, paths: list[Path]
     return probs, found.labels.numpy(), found.paths, found.skipped
 
 
-def evaluate_run(run: Path | str, data: str | Path | None = None, write_plots: bool = True) -> dict:
-    """Metrics of a run's model on its own held-out split (test, else val) or on other DATA."""
+def evaluate_run(
+    run: Path | str, data: str | Path | None = None, write_plots: bool = True, flip_tta: bool | None = None
+) -> dict:
+    """Metrics of a run's model on its own held-out split (test, else val) or on other DATA
+    (`flip_tta`: see `predict_run`)."""
     from imgcls.runs import resolve_run
     from imgcls.visual.plots import plot_confusion, plot_roc
 
     run = resolve_run(run)
-    predicted = predict_run(run, data)
+    predicted = predict_run(run, data, flip_tta=flip_tta)
     probs, labels, classes = predicted.probs, predicted.labels, predicted.classes
     metrics = {"data": predicted.described, **classification_metrics(probs, labels, classes)}
+    metrics["flip_tta"] = predicted.flip_tta
     metrics["skipped"] = [{"path": display_path(e.path), "reason": e.reason} for e in predicted.skipped]
     if write_plots:
         metrics["confusion_png"] = str(

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imgcls.errors import ImgclsError
-from imgcls.models.classifier import probabilities
+from imgcls.models.classifier import ImageClassifier, probabilities
 
 if TYPE_CHECKING:
     from imgcls.inference import Classifier, ImageInput
@@ -72,7 +72,7 @@ def grad_cam_layer(classifier: Classifier) -> str | None:
         probe = torch.zeros(1, spec.channels, spec.image_size, spec.image_size)
         finished: list[str] = []
         with _hooks(model, _spatial_modules(model), lambda name, output: finished.append(name)), torch.no_grad():
-            model(probe)
+            model.one_view(probe)
         _TARGETS[model] = finished[-1] if finished else None
     return _TARGETS[model]
 
@@ -87,7 +87,12 @@ def explain(classifier: Classifier, item: ImageInput, class_index: int | None = 
         )
     pixels = classifier.pixels(item)
     feature_map, logits = _forward_keeping(classifier.model, layer, pixels)
-    probs = probabilities(logits.detach(), classifier.spec.output)[0]
+    if classifier.model.flip_tta:  # the heatmap explains the image as it is; the answer is the prediction's
+        with torch.no_grad():
+            logits_shown = classifier.model(torch.tensor(pixels).permute(2, 0, 1)[None])
+    else:
+        logits_shown = logits.detach()
+    probs = probabilities(logits_shown, classifier.spec.output)[0]
     index = int(probs.argmax()) if class_index is None else _checked_index(class_index, len(classifier.classes))
     score = _class_score(logits, index, classifier.spec.output)
     (gradient,) = torch.autograd.grad(score, feature_map)
@@ -101,14 +106,14 @@ def explain(classifier: Classifier, item: ImageInput, class_index: int | None = 
     )
 
 
-def _forward_keeping(model: nn.Module, layer: str, pixels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward_keeping(model: ImageClassifier, layer: str, pixels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits with gradients, and the output of module `layer` (read after the forward, so in-place
     activations applied to it later are included, and its gradient is taken w.r.t. that same value)."""
     kept: dict[str, torch.Tensor] = {}
     batch = torch.tensor(pixels).permute(2, 0, 1)[None].float().requires_grad_(True)
     target = dict(model.named_modules())[layer]
     with _hooks(model, [(layer, target)], kept.__setitem__), torch.enable_grad():
-        logits = model(batch)
+        logits = model.one_view(batch)  # the image as it is, even for a model with flip TTA
     return kept[layer], logits
 
 
@@ -204,7 +209,7 @@ def activations(classifier: Classifier, item: ImageInput, layers: Sequence[str] 
     pixels = classifier.pixels(item)
     batch = torch.tensor(pixels).permute(2, 0, 1)[None]
     with _hooks(classifier.model, [(n, modules[n]) for n in names], record), torch.no_grad():
-        classifier.model(batch)
+        classifier.model.one_view(batch)
     return list(captured.values())
 
 

@@ -52,6 +52,7 @@ class Recipe:
     augment: Augment = Augment()
     early_stopping: int = 0  # patience in epochs on `monitor`; 0 = off
     monitor: str = "val_loss"  # the epoch kept: lowest val_loss | highest val_accuracy
+    flip_tta: bool = False  # validation and predictions average each image with its mirror image
     val_split: float = 0.2  # share of each class held out when DATA has no val/ folder
     # transfer learning (model "transfer"): stage 1 trains the head on cached backbone features
     weights: str | None = None  # "imagenet" (package or download) | a weights file | None = random

@@ -135,3 +135,26 @@ def test_save_load_round_trip(name: str, channels: int, tmp_path: Path) -> None:
         assert torch.equal(model(pixels), loaded(pixels))
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
+
+
+def test_flip_tta_averages_each_image_with_its_mirror_in_eval_only(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    spec = small_spec("small-resnet", 3)
+    spec.flip_tta = True
+    model = build_classifier(spec)
+    save_model(tmp_path / "saved", model, spec)
+    loaded, loaded_spec = load_model(tmp_path / "saved")
+    assert loaded_spec.flip_tta and loaded.flip_tta
+
+    pixels = torch.randint(0, 256, (4, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
+    with torch.no_grad():
+        plain, mirrored = loaded.one_view(pixels), loaded.one_view(pixels.flip(-1))
+        assert not torch.allclose(plain, mirrored, atol=1e-3), "the network should not be mirror-symmetric"
+        torch.testing.assert_close(loaded(pixels), (plain + mirrored) / 2)
+        assert torch.equal(loaded(pixels.flip(-1)), loaded(pixels))  # the mirror image gets the same answer
+    model.load_state_dict(loaded.state_dict())
+    model.train()
+    torch.manual_seed(1)
+    training = model(pixels)
+    torch.manual_seed(1)  # the same dropout masks, if any
+    assert torch.equal(training, model.one_view(pixels)), "training sees one view"

@@ -67,14 +67,14 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def gray_run(workspace: Path) -> Path:
-    """seed-basic-cnn with --channels 1 on the grayscale folder, through the CLI."""
+    """seed-basic-cnn with --channels 1 and flip TTA on the grayscale folder, through the CLI."""
     data = write_gray_folder(workspace / "gray")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("IMGCLS_CACHE", str(workspace / "cache"))
         patch.setenv(RUN_DIR_ENV, "")
         patch.delenv(RUN_DIR_ENV)
         tiny = ["--image-size", SIZE, "--epochs", 2, "--batch-size", 8, "--out", workspace / "runs", "--no-progress"]
-        invoke("train", data, "--recipe", "seed-basic-cnn", "--channels", 1, *tiny)
+        invoke("train", data, "--recipe", "seed-basic-cnn", "--channels", 1, "--flip-tta", *tiny)
     return workspace / "runs" / "seed-basic-cnn"
 
 
@@ -86,7 +86,7 @@ def _cache(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_train_records_one_channel(gray_run: Path) -> None:
     spec = json.loads((gray_run / "model.json").read_text())
-    assert spec["channels"] == 1
+    assert spec["channels"] == 1 and spec["flip_tta"] is True  # so ONNX below must carry the mirror view too
     assert len(spec["mean"]) == len(spec["std"]) == 3  # the recipe's RGB stats, reduced when the model is built
     config = yaml.safe_load((gray_run / "config.yaml").read_text())
     assert config["recipe"]["channels"] == 1

@@ -36,6 +36,7 @@ class ModelSpec:
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
     resize: str = "squash"
     output: str = "softmax"  # softmax: one logit per class | sigmoid: one logit for classes[1]
+    flip_tta: bool = False  # predictions average the logits of the image and its mirror image
     metrics: dict[str, float] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
@@ -60,21 +61,33 @@ def channel_stats(values: tuple[float, ...], channels: int) -> tuple[float, ...]
 
 
 class ImageClassifier(nn.Module):
-    """Preprocessing + network: (B, C, H, W) pixels in [0, 255] (uint8 or float) -> logits."""
+    """Preprocessing + network: (B, C, H, W) pixels in [0, 255] (uint8 or float) -> logits.
 
-    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+    With `flip_tta`, evaluation mode averages the logits of each image and its left-right mirror
+    (test-time augmentation, as airbench and fastai's `tta` do): inside the module, so evaluation,
+    prediction, the server and the ONNX export all see the same model. Training is one view."""
+
+    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], flip_tta: bool = False):
         super().__init__()
         self.net = net
+        self.flip_tta = flip_tta
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.flip_tta and not self.training:
+            return (self.one_view(pixels) + self.one_view(pixels.flip(-1))) / 2
+        return self.one_view(pixels)
+
+    def one_view(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Logits of these pixels alone (what explanations hook into: one forward pass)."""
         return self.net((pixels.float() - self.mean) / self.std)
 
 
 def build_classifier(spec: ModelSpec) -> ImageClassifier:
     net = create_model(spec.architecture, spec.num_outputs, spec.channels, **spec.arch_args)
-    return ImageClassifier(net, channel_stats(spec.mean, spec.channels), channel_stats(spec.std, spec.channels))
+    mean, std = channel_stats(spec.mean, spec.channels), channel_stats(spec.std, spec.channels)
+    return ImageClassifier(net, mean, std, flip_tta=spec.flip_tta)
 
 
 def probabilities(logits: torch.Tensor, output: str) -> torch.Tensor:

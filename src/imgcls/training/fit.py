@@ -245,6 +245,7 @@ def model_spec(recipe: Recipe, classes: list[str]) -> ModelSpec:
         std=recipe.std,
         resize=recipe.resize,
         output="sigmoid" if binary else "softmax",
+        flip_tta=recipe.flip_tta,
     )
 
 
