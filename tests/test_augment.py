@@ -1,6 +1,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -83,6 +84,7 @@ def test_defaults_are_off_and_build_returns_none():
         {"random_resized_crop": (0.5, 1)},
         {"trivial_augment": True},
         {"random_erasing": 0.3},
+        {"crop_padding": 4},
         {"hue": 0.1},
         {"saturation": 0.2},
         {"contrast": 0.2},
@@ -132,6 +134,8 @@ def test_lists_are_normalised_and_hashable():
         ("random_resized_crop", (0.9, 0.5)),
         ("random_erasing", 1.5),
         ("random_erasing", -0.1),
+        ("crop_padding", 2.5),
+        ("crop_padding", -1),
         ("hue", 0.6),
         ("hue", -0.1),
         ("saturation", -1),
@@ -445,3 +449,20 @@ def test_random_erasing_always_on_blanks_a_rectangle():
 def test_random_resized_crop_outputs_size():
     t = build_transform(Augment(random_resized_crop=(0.35, 1)), SIZE)
     assert t(rand_img(size=(80, 90))).shape == (3, *SIZE)
+
+
+@pytest.mark.parametrize(("fill_mode", "numpy_mode"), [("reflect", "symmetric"), ("nearest", "edge")])
+def test_crop_padding_is_a_whole_pixel_window_of_the_padded_image(fill_mode, numpy_mode):
+    """Every output is exactly some 32x32 window of the image padded as fill_mode says: no blur."""
+    img = rand_img(size=(32, 32))
+    padded = torch.from_numpy(np.pad(img.numpy(), ((0, 0), (4, 4), (4, 4)), mode=numpy_mode))
+    windows = {(dy, dx): padded[:, dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)}
+    transform = build_transform(Augment(crop_padding=4, fill_mode=fill_mode), (32, 32))
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(60):
+        out = transform(img)
+        (offset,) = [key for key, window in windows.items() if torch.equal(window, out)]
+        seen.add(offset)
+    assert len(seen) > 20  # many different offsets, including shifted ones
+    assert Augment.from_dict({"crop_padding": "4"}).crop_padding == 4

@@ -61,6 +61,8 @@ AUGMENT_HELP: dict[str, str] = {
     "e.g. [0.35, 1].",
     "trivial_augment": "Apply one random TrivialAugmentWide operation of random strength per image.",
     "random_erasing": "Probability of blanking out a random rectangle (RandomErasing), e.g. 0.25.",
+    "crop_padding": "Pad N pixels on each side (as fill_mode), crop back at a random whole-pixel offset "
+    "(CIFAR's RandomCrop(32, padding=4)), e.g. 4.",
     "hue": "Random hue shift in [-h, h] turns of the colour wheel, 0-0.5 (ColorJitter), e.g. 0.05.",
     "saturation": "Random saturation factor in [1-s, 1+s] (ColorJitter), e.g. 0.3.",
     "contrast": "Random contrast factor in [1-c, 1+c] (ColorJitter), e.g. 0.3.",
@@ -114,6 +116,7 @@ class Augment:
     random_resized_crop: tuple[float, float] | None = None
     trivial_augment: bool = False
     random_erasing: float = 0
+    crop_padding: int = 0  # pixels; whole-pixel shifts, no resampling blur (unlike the shift ranges)
     hue: float = 0
     saturation: float = 0
     contrast: float = 0
@@ -177,6 +180,10 @@ class Augment:
                 ),
             )
         put("random_erasing", _number("random_erasing", self.random_erasing, "a probability in [0, 1]", hi=1))
+        padding = _number("crop_padding", self.crop_padding, "a whole number of pixels >= 0, e.g. 4")
+        if not padding.is_integer():
+            raise _bad("crop_padding", self.crop_padding, "a whole number of pixels >= 0, e.g. 4")
+        put("crop_padding", int(padding))
         put("hue", _number("hue", self.hue, "a value in [0, 0.5]", hi=0.5))
         put("saturation", _number("saturation", self.saturation, "a value >= 0"))
         put("contrast", _number("contrast", self.contrast, "a value >= 0"))
@@ -211,6 +218,7 @@ class Augment:
             or self.random_resized_crop is not None
             or self.trivial_augment
             or self.random_erasing
+            or self.crop_padding
             or self.hue
             or self.saturation
             or self.contrast
@@ -390,7 +398,7 @@ class KerasAffine(v2.Transform):
 def build_transform(aug: Augment, size: tuple[int, int]) -> v2.Transform | None:
     """The v2 training-augmentation pipeline for uint8 ``[..., C, H, W]`` images of ``size`` (H, W).
 
-    Returns ``None`` when ``aug`` enables nothing.  Order: random resized crop, Keras geometry
+    Returns ``None`` when ``aug`` enables nothing.  Order: random resized crop, padded crop, Keras geometry
     (rotation/shift/shear/zoom), flips, TrivialAugmentWide, brightness/contrast/saturation/hue,
     random erasing.  The output keeps the input's dtype and (with random_resized_crop: ``size``) size.
     1-channel images are supported (hue and saturation leave them unchanged).
@@ -409,6 +417,9 @@ def build_transform(aug: Augment, size: tuple[int, int]) -> v2.Transform | None:
     ops: list[v2.Transform] = []
     if aug.random_resized_crop is not None:
         ops.append(v2.RandomResizedCrop((height, width), scale=aug.random_resized_crop, antialias=True))
+    if aug.crop_padding:
+        padding_mode = {"nearest": "edge", "reflect": "symmetric", "constant": "constant"}[aug.fill_mode]
+        ops.append(v2.RandomCrop((height, width), padding=aug.crop_padding, padding_mode=padding_mode, fill=aug.cval))
     if aug.affine_enabled:
         ops.append(
             KerasAffine(

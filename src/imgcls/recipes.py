@@ -464,6 +464,7 @@ register_recipe(
         model="resnet18",
         model_args={"widths": [48, 96, 192, 384], "blocks": [1, 1, 1, 1], "stem_kernel": 3, "stem_stride": 1},
         epochs=20,  # 35 s per epoch here (README); 32..256 channels for 15 epochs reached 69.9% in 682 s
+        flip_tta=True,  # +1.75 points on the same weights (74.25% -> 76.0%, README)
         **FAST,  # adding random_erasing=0.5 cost accuracy at this budget (README)
     )
 )
