@@ -163,8 +163,9 @@ register_recipe(
 register_recipe(
     Recipe(
         name="scratch",
-        description="Best from scratch on small data: small ResNet + BN, crops/flips, one-cycle AdamW, smoothing",
-        expected="cats-vs-dogs val: 77.7% in 838 s of a 2-core CPU (README)",
+        description="Best from scratch on small data: small ResNet + BN, crops/flips, one-cycle AdamW, smoothing, "
+        "flip TTA",
+        expected="cats-vs-dogs val: 81.0% with flip TTA (79.7% without) in 1,075 s on one thread (README)",
         model="small-resnet",
         image_size=112,
         resize="squash",
@@ -179,6 +180,7 @@ register_recipe(
         label_smoothing=0.1,
         head="softmax",
         augment=Augment(random_resized_crop=(0.35, 1.0), horizontal_flip=True),
+        flip_tta=True,
     )
 )
 
