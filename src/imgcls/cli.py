@@ -39,11 +39,35 @@ DataRootOption = typer.Option(
     help="Local copy of a built-in dataset (MNIST/raw/*-ubyte.gz, cifar-10-batches-py/, cats_and_dogs_filtered/); "
     "nothing is downloaded then",
 )
+# where labels come from when DATA is not a tree of class folders (see imgcls.data.labels)
+LabelFromOption = Annotated[
+    str, typer.Option(help="folder: class subfolders | name: file names such as cat.0.jpg or cat_0.jpg")
+]
+LabelPatternOption = Annotated[
+    str | None, typer.Option(help="Regex with one group, the label, searched in file names (implies name)")
+]
+LabelsCsvOption = Annotated[
+    Path | None, typer.Option("--labels", help="CSV with columns path,label[,split]; paths relative to DATA or the CSV")
+]
+
+
+def _label_options(label_from: str, label_pattern: str | None, labels: Path | None):
+    """LabelOptions for the label flags, or None for class folders (the default)."""
+    from imgcls.data.labels import LabelOptions
+
+    options = LabelOptions(label_from, label_pattern, labels)
+    return None if options.is_default else options
 
 
 @app.command()
 def train(
-    data: DataArg = "cats-vs-dogs",
+    data: Annotated[
+        str | None,
+        typer.Argument(help="Folder of class subfolders, train/val layout, flat labelled folder, or a built-in name"),
+    ] = None,
+    label_from: LabelFromOption = "folder",
+    label_pattern: LabelPatternOption = None,
+    labels: LabelsCsvOption = None,
     recipe: Annotated[str | None, typer.Option(help="Recipe name (imgcls recipes)")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs")] = None,
     image_size: Annotated[int | None, typer.Option(help="Square input size in pixels")] = None,
@@ -146,10 +170,11 @@ def train(
             accelerator=accelerator,
             class_weights=class_weights,
             data_dir=data_dir,
+            labels=_label_options(label_from, label_pattern, labels),
             progress=progress,
             report=report,
         )
-        run = fit(data, chosen, options)
+        run = fit(data if data or labels else "cats-vs-dogs", chosen, options)
     if _is_rank_zero():  # DDP worker processes run this command too: report once
         _print_run_result(run)
 
@@ -164,6 +189,9 @@ def evaluate(
         bool | None,
         typer.Option("--flip-tta/--no-flip-tta", help="Average with mirror images or not (default: as trained)"),
     ] = None,
+    label_from: LabelFromOption = "folder",
+    label_pattern: LabelPatternOption = None,
+    labels: LabelsCsvOption = None,
 ) -> None:
     """Accuracy, loss, per-class precision/recall/F1, confusion matrix, ROC AUC (two classes)."""
     from imgcls.evaluation import evaluate_run
@@ -172,7 +200,7 @@ def evaluate(
         from imgcls.data.builtin import resolve_builtin
 
         data = str(resolve_builtin(data, data_dir))
-    metrics = evaluate_run(run, data, flip_tta=flip_tta)
+    metrics = evaluate_run(run, data, flip_tta=flip_tta, labels=_label_options(label_from, label_pattern, labels))
     if as_json:
         sys.stdout.write(json.dumps(metrics) + "\n")
         return
@@ -377,22 +405,71 @@ def summary(
 
 @data_app.command("check")
 def data_check(
-    data: DataArg,
+    data: Annotated[str | None, typer.Argument(help="Folder, built-in name (or none with --labels FILE.csv)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout")] = False,
     val_split: Annotated[float, typer.Option(help="Share held out when DATA has no val/ folder")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of that split")] = 0,
     data_dir: Annotated[Path | None, DataRootOption] = None,
+    label_from: LabelFromOption = "folder",
+    label_pattern: LabelPatternOption = None,
+    labels: LabelsCsvOption = None,
 ) -> None:
-    """Counts, formats, sizes, unreadable files, duplicates, leakage across splits, imbalance."""
+    """Counts, formats, sizes, unreadable files, duplicates, leakage across splits, imbalance; with
+    file-name or CSV labels, also the classes found and the files that got no label."""
     from imgcls.data.check import check_dataset, print_check
 
-    report = check_dataset(data, val_split=val_split, seed=seed, data_dir=data_dir)
+    label_options = _label_options(label_from, label_pattern, labels)
+    report = check_dataset(data, val_split=val_split, seed=seed, data_dir=data_dir, labels=label_options)
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
     else:
         print_check(report, console)
     if not report["ok"]:
         raise typer.Exit(1)
+
+
+@data_app.command("split")
+def data_split(
+    src: Annotated[str, typer.Argument(help="Photos: class folders, a split tree, a flat labelled folder")],
+    dest: Annotated[Path, typer.Argument(help="New (or empty) folder for train/, val/, test/")],
+    train: Annotated[int | None, typer.Option(help="Train images per class (the rest is left out)")] = None,
+    val: Annotated[int | None, typer.Option(help="Validation images per class")] = None,
+    test: Annotated[int | None, typer.Option(help="Test images per class")] = None,
+    fractions: Annotated[
+        str | None, typer.Option(help="Shares of each class: train,val[,test] (default 0.7,0.15,0.15)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the shuffle")] = 0,
+    link: Annotated[
+        bool, typer.Option("--link/--copy", help="Hard links (symlinks across file systems) or copies")
+    ] = True,
+    near_threshold: Annotated[
+        int | None, typer.Option(help="dHash bits (of 256) within which images are near-duplicates (default 24)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout")] = False,
+    label_from: LabelFromOption = "folder",
+    label_pattern: LabelPatternOption = None,
+    labels: LabelsCsvOption = None,
+    data_dir: Annotated[Path | None, DataRootOption] = None,
+) -> None:
+    """Stratified, seeded train/val/test class folders; duplicates and near-duplicates stay in one split."""
+    from imgcls.data.split import parse_fractions, print_split, split_dataset
+
+    counts = {name: n for name, n in (("train", train), ("val", val), ("test", test)) if n is not None}
+    plan = split_dataset(
+        src,
+        dest,
+        counts=counts or None,
+        fractions=parse_fractions(fractions),
+        seed=seed,
+        link=link,
+        labels=_label_options(label_from, label_pattern, labels),
+        near_threshold=near_threshold,
+        data_dir=data_dir,
+    )
+    if as_json:
+        sys.stdout.write(json.dumps(plan.summary()) + "\n")
+    else:
+        print_split(plan.summary(), console)
 
 
 @data_app.command("suspects")

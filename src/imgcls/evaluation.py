@@ -11,6 +11,7 @@ import torch
 from torchmetrics.functional.classification import binary_auroc
 
 from imgcls.data.decode import display_path
+from imgcls.data.labels import LabelOptions
 from imgcls.errors import DataError
 from imgcls.models.classifier import ImageClassifier, probabilities
 
@@ -103,11 +104,16 @@ class Mistake:
 
 
 def predict_run(
-    run: Path | str, data: str | Path | None = None, cached_features: bool = False, flip_tta: bool | None = None
+    run: Path | str,
+    data: str | Path | None = None,
+    cached_features: bool = False,
+    flip_tta: bool | None = None,
+    labels: LabelOptions | None = None,
 ) -> Predictions:
     """Predictions of a run's model on its own held-out split (test, else val) or on other DATA.
 
     `flip_tta`: average with mirror images or not, whatever the model was trained with (None: as trained).
+    `labels`: DATA labelled by file names or a CSV (see `imgcls.data.labels`).
 
     `cached_features`: a transfer model runs as backbone features (cached on disk, float16, as its
     training stored them) + head, so a frozen backbone costs nothing: seconds instead of minutes for
@@ -120,13 +126,13 @@ def predict_run(
     run = resolve_run(run)
     model, spec = load_model(run)
     model.flip_tta = spec.flip_tta if flip_tta is None else flip_tta
-    if data is None:
+    if data is None and labels is None:
         dataset: Dataset = load_manifest(run / "split.json")
         split = "test" if "test" in dataset.splits else "val"
         samples = dataset.splits[split]
         described = f"{split} split of the run"
     else:
-        dataset, samples, described = _samples_for(data, spec.classes)
+        dataset, samples, described = _samples_for(data, spec.classes, labels)
     paths, labels = [s.path for s in samples], [s.label for s in samples]
     if cached_features and spec.architecture == "transfer" and spec.channels == 3 and not model.flip_tta:
         found = _head_on_features(run, model, spec, paths, labels)
@@ -153,15 +159,19 @@ def _head_on_features(run: Path, model: ImageClassifier, spec, paths: list[Path]
 
 
 def evaluate_run(
-    run: Path | str, data: str | Path | None = None, write_plots: bool = True, flip_tta: bool | None = None
+    run: Path | str,
+    data: str | Path | None = None,
+    write_plots: bool = True,
+    flip_tta: bool | None = None,
+    labels: LabelOptions | None = None,
 ) -> dict:
     """Metrics of a run's model on its own held-out split (test, else val) or on other DATA
-    (`flip_tta`: see `predict_run`)."""
+    (`flip_tta`, `labels`: see `predict_run`)."""
     from imgcls.runs import resolve_run
     from imgcls.visual.plots import plot_confusion, plot_roc
 
     run = resolve_run(run)
-    predicted = predict_run(run, data, flip_tta=flip_tta)
+    predicted = predict_run(run, data, flip_tta=flip_tta, labels=labels)
     probs, labels, classes = predicted.probs, predicted.labels, predicted.classes
     metrics = {"data": predicted.described, **classification_metrics(probs, labels, classes)}
     metrics["flip_tta"] = predicted.flip_tta
@@ -213,13 +223,13 @@ def mistakes_summary(predicted: Predictions, found: list[Mistake], png: Path | N
     }
 
 
-def _samples_for(data: str | Path, classes: list[str]):
-    """Samples of other DATA with labels in the run's class order (matched by folder name)."""
+def _samples_for(data: str | Path | None, classes: list[str], labels: LabelOptions | None = None):
+    """Samples of other DATA with labels in the run's class order (matched by class name)."""
     from imgcls.data.discover import Sample, discover
 
-    dataset = discover(data, val_split=0.2, seed=0)
+    dataset = discover(data, val_split=0.2, seed=0, labels=labels)
     split = "test" if "test" in dataset.splits else "val"
-    if split == "val" and dataset.source != "folders":  # a plain folder of class subfolders: evaluate all of it
+    if split == "val" and dataset.split_is_generated:  # no split given (e.g. class subfolders): evaluate all of it
         split = "all"
         pool = dataset.splits["train"] + dataset.splits["val"]
     else:

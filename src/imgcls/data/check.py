@@ -25,6 +25,7 @@ import os
 import time
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from imgcls.data.cache import ArrayStore, cache_key
 from imgcls.data.decode import MAX_PIXELS, BadImageError, display_path, load_image
 from imgcls.data.discover import discover
 from imgcls.data.download import cache_dir
+from imgcls.data.labels import LabelOptions
 
 HASH_SIZE = 16  # dHash on a 17x16 grayscale thumbnail: 16*16 = 256 bits
 HASH_BITS = HASH_SIZE * HASH_SIZE
@@ -66,13 +68,14 @@ def check_dataset(
     near_threshold: int = NEAR_THRESHOLD,
     workers: int | None = None,
     near_limit: int | None = None,
+    labels: LabelOptions | None = None,
 ) -> dict:
     """Inspect every image of DATA and return a JSON-serialisable report (see module docstring).
 
     `near_limit`: skip the all-pairs near-duplicate search above this many images (it grows with
     the square of the count: minutes for MNIST's 70,000); a note says so."""
     started = time.perf_counter()
-    dataset = discover(data, val_split=val_split, seed=seed, data_dir=data_dir)
+    dataset = discover(data, val_split=val_split, seed=seed, data_dir=data_dir, labels=labels)
     root, classes = dataset.root, dataset.classes
     files = [
         {"path": _relative(sample.path, root), "split": split, "class": classes[sample.label]}
@@ -99,6 +102,7 @@ def check_dataset(
         "formats": dict(Counter(results[i].format or "unknown" for i in readable).most_common()),
         "sizes": _sizes([results[i] for i in readable]),
         "unreadable": [{**files[i], "reason": r.reason} for i, r in enumerate(results) if r.reason is not None],
+        "unlabelled": [_relative(path, root) for path in dataset.unlabelled],  # no label in the name / CSV
         "exact_duplicates": _exact_duplicates(files, results),
         "near_threshold": int(near_threshold),
         "hash": f"dhash-{HASH_BITS}",
@@ -280,23 +284,17 @@ def _near_duplicates(files: list[dict], results: list[_Inspected], threshold: in
     hashes = np.stack([results[i].dhash for i in index])
     content_ids: dict[str | None, int] = {}
     content = np.array([content_ids.setdefault(results[i].sha256, len(content_ids)) for i in index])
-    n, words = hashes.shape
-    block = max(1, _PAIR_BLOCK // (n * words))
     found_i, found_j, found_d = [], [], []
     kept, total = 0, 0
-    for start in range(0, n - 1, block):
-        rows = hashes[start : start + block]
-        distance = popcount(rows[:, None, :] ^ hashes[None, :, :]).sum(axis=2, dtype=np.uint16)
-        r, c = np.nonzero(distance <= threshold)
-        r = r + start
-        keep = (c > r) & (content[r] != content[c])  # byte-identical copies are exact duplicates
-        r, c = r[keep], c[keep]
+    for r, c, d in near_pairs(hashes, threshold):
+        keep = content[r] != content[c]  # byte-identical copies are exact duplicates
+        r, c, d = r[keep], c[keep], d[keep]
         if not len(r):
             continue
         total += len(r)
         found_i.append(r)
         found_j.append(c)
-        found_d.append(distance[r - start, c].astype(np.int32))
+        found_d.append(d)
         kept += len(r)
         if kept > 4 * MAX_NEAR_PAIRS:  # keep memory bounded when a dataset is full of near-copies
             found_i, found_j, found_d = _closest(found_i, found_j, found_d)
@@ -318,6 +316,23 @@ def _near_duplicates(files: list[dict], results: list[_Inspected], threshold: in
         )
     pairs.sort(key=lambda p: (not p["cross_split"], p["distance"], p["files"][0]["path"]))
     return pairs[:MAX_NEAR_PAIRS], total
+
+
+def near_pairs(hashes: np.ndarray, threshold: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every pair i < j of rows of `hashes` (n, words) within `threshold` bits, uncapped.
+
+    Yields blocks of (i, j, distance) int arrays; each block compares a few rows with the rows
+    after them, so memory stays bounded (`_PAIR_BLOCK`) however many images there are."""
+    n, words = hashes.shape
+    block = max(1, _PAIR_BLOCK // (n * words))
+    for start in range(0, n - 1, block):
+        rows = hashes[start : start + block]
+        distance = popcount(rows[:, None, :] ^ hashes[None, start:, :]).sum(axis=2, dtype=np.uint16)
+        r, c = np.nonzero(distance <= threshold)
+        keep = c > r
+        r, c = r[keep], c[keep]
+        if len(r):
+            yield r + start, c + start, distance[r, c].astype(np.int32)
 
 
 def _closest(found_i: list, found_j: list, found_d: list) -> tuple[list, list, list]:
@@ -362,9 +377,13 @@ def _imbalance(train_counts: dict[str, int]) -> dict:
 
 
 def _notes(source: str, splits: dict, val_split: float, seed: int) -> list[str]:
+    kind = source.split(",")[0]
+    labelled = {"names": "labels from file names", "csv": "labels from the CSV"}.get(kind)
     if source == "folders":
         return [f"splits from folders: {', '.join(f'{s}/' for s in splits)}"]
-    return [
+    if source in ("names", "csv"):
+        return [f"{labelled}; splits as given: {', '.join(splits)}"]
+    return ([labelled] if labelled else []) + [
         f"no val/ folder: val is a seeded random {val_split:.0%} of each class (seed {seed}); "
         "train with the same --val-split and --seed to get this split"
     ]
@@ -387,6 +406,8 @@ def _problems(report: dict) -> tuple[list[str], list[str]]:
         errors.append(f"label conflict: {len(conflicts)} image(s) filed under more than one class")
     if unreadable:
         errors.append(f"{len(unreadable)} unreadable file(s); fix or remove them")
+    if report["unlabelled"]:
+        warnings.append(f"{len(report['unlabelled'])} file(s) without a label were left out (see the notes)")
     within = [g for g in exact if not g["cross_split"] and not g["label_conflict"]]
     if within:
         extra = sum(len(g["files"]) - 1 for g in within)

@@ -3,7 +3,9 @@
 Accepted layouts (the same as Keras, Ultralytics and torchvision's ImageFolder):
 - `DATA/<class>/...`: one pool, split into train/val by a seeded, stratified `val_split`;
 - `DATA/train/<class>/...` with `DATA/val/` or `DATA/validation/` and optional `DATA/test/`;
-- a built-in dataset name such as `cats-vs-dogs`.
+- a built-in dataset name such as `cats-vs-dogs`;
+- with `LabelOptions` (see `imgcls.data.labels`): a flat folder labelled by file names
+  (`cat.0.jpg`, optionally inside train/ val/ test/ folders), or a CSV of path,label[,split].
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from imgcls.data.decode import display_path, is_image_file
+from imgcls.data.labels import LabelOptions, labels_from_csv, labels_from_names
 from imgcls.errors import DataError
 
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
@@ -35,8 +38,13 @@ class Dataset:
     root: Path
     classes: list[str]
     splits: dict[str, list[Sample]]
-    source: str = "folders"
+    source: str = "folders"  # folders | csv | names: splits as given; "...val_split=F,seed=N": made here
     notes: list[str] = field(default_factory=list)
+    unlabelled: list[Path] = field(default_factory=list)  # skipped: no label in the name, or a missing CSV file
+
+    @property
+    def split_is_generated(self) -> bool:
+        return "val_split=" in self.source
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {
@@ -58,23 +66,23 @@ class Dataset:
 
 
 def discover(
-    data: str | Path,
+    data: str | Path | None,
     val_split: float = 0.2,
     seed: int = 0,
     data_dir: Path | None = None,
     progress: bool = True,
+    labels: LabelOptions | None = None,
 ) -> Dataset:
-    """Resolve DATA (folder or built-in name) into classes and train/val[/test] samples."""
-    from imgcls.data.builtin import is_builtin, resolve_builtin
+    """Resolve DATA (folder or built-in name) into classes and train/val[/test] samples.
 
-    if isinstance(data, str) and is_builtin(data):
-        root = resolve_builtin(data, data_dir, progress=progress)
-    else:
-        root = Path(data).expanduser()
-    if not root.exists():
-        raise DataError(f"{display_path(root)}: no such folder (nor a built-in dataset name)")
-    if not root.is_dir():
-        raise DataError(f"{display_path(root)}: expected a folder of class subfolders, got a file")
+    `labels`: file names or a CSV instead of class folders; DATA may be None with a CSV (paths are
+    then relative to the CSV's folder)."""
+    labels = labels or LabelOptions()
+    if data is None and labels.csv is not None:
+        return _labelled(labels.csv.parent, labels, val_split, seed)
+    root = _data_root(data, data_dir, progress)
+    if not labels.is_default:
+        return _labelled(root, labels, val_split, seed)
     split_dirs = find_split_dirs(root)
     if "train" in split_dirs:
         classes = class_names(split_dirs["train"])
@@ -87,6 +95,64 @@ def discover(
     pool = list_samples(root, classes)
     train, val = stratified_split(pool, val_split, seed)
     return Dataset(root, classes, {"train": train, "val": val}, f"val_split={val_split},seed={seed}")
+
+
+def _data_root(data: str | Path | None, data_dir: Path | None, progress: bool) -> Path:
+    from imgcls.data.builtin import is_builtin, resolve_builtin
+
+    if data is None:
+        raise DataError("no DATA given: a folder, a built-in dataset name, or --labels FILE.csv")
+    if isinstance(data, str) and is_builtin(data):
+        root = resolve_builtin(data, data_dir, progress=progress)
+    else:
+        root = Path(data).expanduser()
+    if not root.exists():
+        raise DataError(f"{display_path(root)}: no such folder (nor a built-in dataset name)")
+    if not root.is_dir():
+        raise DataError(f"{display_path(root)}: expected a folder of class subfolders, got a file")
+    return root
+
+
+def _labelled(root: Path, labels: LabelOptions, val_split: float, seed: int) -> Dataset:
+    """A Dataset from file-name or CSV labels; splits from split folders or the CSV's split column,
+    else a seeded stratified `val_split` (train/ without val/ is split the same way)."""
+    if labels.csv is not None:
+        found, kind = labels_from_csv(labels.csv.expanduser(), root), "csv"
+        given = found.splits
+    else:
+        split_dirs = find_split_dirs(root)
+        folders = split_dirs or {"train": root}
+        found = labels_from_names(root, [f for d in folders.values() for f in _walk_files(d)], labels.pattern)
+        kind, given = "names", _split_of(found.paths, folders) if split_dirs else None
+    classes = sorted(set(found.names))
+    if len(classes) < 2:
+        where = display_path(labels.csv or root)
+        raise DataError(f"{where}: only one class ({classes[0]}); a classifier needs at least two.")
+    samples = [Sample(path, classes.index(name)) for path, name in zip(found.paths, found.names, strict=True)]
+    if given is None:
+        train, val = stratified_split(samples, val_split, seed)
+        return Dataset(
+            root,
+            classes,
+            {"train": train, "val": val},
+            f"{kind},val_split={val_split},seed={seed}",
+            notes=found.notes,
+            unlabelled=found.skipped,
+        )
+    splits = {name: [s for s, split in zip(samples, given, strict=True) if split == name] for name in SPLIT_FOLDERS}
+    if not splits["train"]:
+        raise DataError(f"{display_path(labels.csv or root)}: no image is in the train split")
+    if not splits["val"]:
+        splits["train"], splits["val"] = stratified_split(splits["train"], val_split, seed)
+        source = f"{kind},val_split={val_split},seed={seed}"
+    else:
+        source = kind
+    splits = {name: members for name, members in splits.items() if members}
+    return Dataset(root, classes, splits, source, notes=found.notes, unlabelled=found.skipped)
+
+
+def _split_of(paths: list[Path], folders: dict[str, Path]) -> list[str]:
+    return [next(name for name, folder in folders.items() if folder in path.parents) for path in paths]
 
 
 def from_manifest(manifest: dict) -> Dataset:
@@ -120,7 +186,9 @@ def class_names(folder: Path) -> list[str]:
         hint = f" ({len(loose)} images lie directly in it)" if loose else ""
         raise DataError(
             f"{display_path(folder)}: no class subfolders{hint}. Put each class's images in its own "
-            f"subfolder, e.g. {display_path(folder / 'cats')}/ and {display_path(folder / 'dogs')}/."
+            f"subfolder, e.g. {display_path(folder / 'cats')}/ and {display_path(folder / 'dogs')}/"
+            + (f", or label them by name: --label-from name (e.g. {loose[0].name})" if loose else "")
+            + ", or give a CSV of labels: --labels FILE.csv"
         )
     empty = [p for p in subdirs if not any(is_image_file(f) for f in _walk_files(p))]
     if empty:

@@ -21,6 +21,7 @@ from imgcls.augment import build_transform
 from imgcls.data.cache import DecodedImages, DecodeSettings, decode_all
 from imgcls.data.decode import display_path
 from imgcls.data.discover import Dataset, discover, load_manifest
+from imgcls.data.labels import LabelOptions
 from imgcls.data.loaders import make_loader
 from imgcls.errors import DataError, ImgclsError
 from imgcls.evaluation import classification_metrics, predict_probabilities
@@ -52,6 +53,7 @@ class TrainOptions:
     accelerator: str = "auto"
     class_weights: str | None = None  # "auto": inverse class frequency
     data_dir: Path | None = None  # where to look for a built-in dataset
+    labels: LabelOptions | None = None  # file names or a CSV instead of class folders
     progress: bool = True
     report: bool = True  # write report.html at the end (a failure there is a warning, not a failed training)
 
@@ -59,7 +61,9 @@ class TrainOptions:
 def train(data: str | Path, recipe: Recipe, options: TrainOptions | None = None) -> Path:
     """Train `recipe` on DATA; returns the run folder (config, model, history, metrics, plots)."""
     options = options or TrainOptions()
-    dataset = discover(data, recipe.val_split, options.seed, options.data_dir, progress=options.progress)
+    dataset = discover(
+        data, recipe.val_split, options.seed, options.data_dir, progress=options.progress, labels=options.labels
+    )
     run = runs.create_run_dir(Path(options.out), options.name or recipe.name)
     if _is_rank_zero():
         runs.write_config(run, _config(data, dataset, recipe, options))
@@ -81,7 +85,8 @@ def resume(run: Path | str, progress: bool = True) -> Path:
     if checkpoint is None:
         raise ImgclsError(f"{run}: no checkpoint to resume from (checkpoints/last.ckpt is missing)")
     os.environ[runs.RUN_DIR_ENV] = str(run)
-    options = TrainOptions(**{**config["options"], "out": run.parent, "name": run.name, "progress": progress})
+    saved = {k: v for k, v in config["options"].items() if k != "labels"}  # the split comes from split.json
+    options = TrainOptions(**{**saved, "out": run.parent, "name": run.name, "progress": progress})
     dataset = load_manifest(run / "split.json")
     return _reported(_fit(run, dataset, Recipe.from_dict(config["recipe"]), options, ckpt_path=checkpoint), options)
 
@@ -275,6 +280,7 @@ def finish_run(run: Path, model: torch.nn.Module, spec: ModelSpec, probs, labels
 
 def _config(data: str | Path, dataset: Dataset, recipe: Recipe, options: TrainOptions) -> dict[str, Any]:
     option_values = {k: v for k, v in vars(options).items() if k not in ("out", "name", "progress", "report")}
+    option_values["labels"] = options.labels.as_dict() if options.labels else None
     return {
         "data": {
             "argument": str(data),
