@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -331,3 +332,17 @@ def test_near_copy_helper_really_changes_the_bytes(tmp_path: Path) -> None:
     assert copy.read_bytes() != original.read_bytes()
     with Image.open(io.BytesIO(copy.read_bytes())) as image:
         assert image.size == (57, 43)
+
+
+def test_symlinks_where_hard_links_are_impossible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = class_tree(tmp_path / "src", {"cat": 3, "dog": 3})
+
+    def across_file_systems(source, target, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", across_file_systems)
+    plan = split_dataset(src, tmp_path / "out", fractions=(0.5, 0.5))
+    assert plan.summary()["link_mode"] == "symlink" and plan.links["symlink"] == 6
+    for file in (tmp_path / "out").rglob("*.jpg"):
+        assert file.is_symlink() and Path(os.readlink(file)).is_absolute()
+        assert file.resolve().parent.parent == src.resolve()
