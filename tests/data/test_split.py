@@ -176,22 +176,28 @@ def test_exact_and_near_duplicates_land_in_the_same_split(tmp_path: Path) -> Non
 
 def test_groups_count_whole_and_a_label_conflict_is_reported(tmp_path: Path) -> None:
     src = class_tree(tmp_path / "src", {"cat": 10, "dog": 10})
-    for k in range(3):  # a triple of the same cat photo
+    for k in range(3):  # four files of the same cat photo
         shutil.copyfile(src / "cat" / "cat_00.jpg", src / "cat" / f"again_{k}.jpg")
-    shutil.copyfile(src / "dog" / "dog_05.jpg", src / "cat" / "mislabelled.jpg")  # a dog filed as a cat too
-    plan = split_dataset(src, tmp_path / "out", counts={"train": 4, "test": 4}, seed=3)
-    where = split_of(tmp_path / "out")
+    shutil.copyfile(src / "dog" / "dog_05.jpg", src / "dog" / "dog_05_copy.jpg")
+    shutil.copyfile(src / "dog" / "dog_05.jpg", src / "cat" / "mislabelled.jpg")  # that dog filed as a cat too
     quadruple = ["cat_00.jpg", "again_0.jpg", "again_1.jpg", "again_2.jpg"]
-    if "cat_00.jpg" in where:
-        assert {where.get(n) for n in quadruple} == {where["cat_00.jpg"]}
-    else:
-        assert not set(quadruple) & set(where)
-    assert plan.counts == {"train": {"cat": 4, "dog": 4}, "test": {"cat": 4, "dog": 4}}
-    conflict = [g for g in plan.groups if g["label_conflict"]]
-    assert len(conflict) == 1 and conflict[0]["classes"] == ["cat", "dog"]
-    assert sorted(conflict[0]["members"]) == ["cat/mislabelled.jpg", "dog/dog_05.jpg"]
-    if conflict[0]["split"]:
-        assert where["mislabelled.jpg"] == where["dog_05.jpg"] == conflict[0]["split"]
+    placed_conflicts = 0
+    for seed in range(6):
+        plan = split_dataset(src, tmp_path / f"out{seed}", counts={"train": 4, "test": 4}, seed=seed)
+        where = split_of(tmp_path / f"out{seed}")
+        assert len({where.get(name) for name in quadruple}) == 1  # all in one split, or all left out
+        conflict = [g for g in plan.groups if g["label_conflict"]]
+        assert len(conflict) == 1 and conflict[0]["classes"] == ["cat", "dog"]
+        assert conflict[0]["members"] == ["cat/mislabelled.jpg", "dog/dog_05.jpg", "dog/dog_05_copy.jpg"]
+        in_split = conflict[0]["split"]  # the group goes with its majority class, dog
+        assert {where.get(n) for n in ("mislabelled.jpg", "dog_05.jpg", "dog_05_copy.jpg")} == {in_split}
+        for split in ("train", "test"):
+            extra = int(in_split == split)  # the mislabelled cat rides along
+            assert plan.counts[split] == {"cat": 4 + extra, "dog": 4}
+        assert bool(plan.notes) == bool(in_split)
+        assert plan.summary()["label_conflicts"] == int(bool(in_split))
+        placed_conflicts += bool(in_split)
+    assert 0 < placed_conflicts < 6  # both cases were seen
 
 
 def test_a_near_copy_of_a_real_photo_follows_it(cats_dogs_subset, tmp_path: Path) -> None:
@@ -298,6 +304,23 @@ def test_a_flat_kaggle_folder_labelled_by_file_names(tmp_path: Path) -> None:
     layout = placed(tmp_path / "out")
     assert all(name.startswith("cat.") for name in layout["test"]["cat"])
     assert all(name.startswith("dog.") for name in layout["train"]["dog"])
+
+
+def test_a_csv_of_labels_with_a_missing_file(tmp_path: Path) -> None:
+    src = tmp_path / "photos"
+    src.mkdir()
+    rows = ["path,label"]
+    for k in range(6):
+        picture(k).save(src / f"img{k}.png")
+        rows.append(f"img{k}.png,{'bird' if k % 2 else 'fish'}")
+    rows.append("gone.png,bird")
+    (src / "labels.csv").write_text("\n".join(rows) + "\n")
+    plan = split_dataset(src, tmp_path / "out", fractions=(2 / 3, 1 / 3), labels=LabelOptions(csv=src / "labels.csv"))
+    assert plan.counts == {"train": {"bird": 2, "fish": 2}, "val": {"bird": 1, "fish": 1}}
+    assert plan.skipped == [{"path": "gone.png", "reason": "listed in the CSV but missing"}]
+    assert sorted(placed(tmp_path / "out")["train"]["fish"] + placed(tmp_path / "out")["val"]["fish"]) == [
+        "img0.png", "img2.png", "img4.png"
+    ]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the command

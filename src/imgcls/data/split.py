@@ -112,7 +112,7 @@ def split_dataset(
     skipped = [
         {"path": _relative(s.path, root), "reason": r.reason} for s, r in zip(samples, results, strict=True) if r.reason
     ]
-    skipped += [{"path": _relative(path, root), "reason": "no label"} for path in dataset.unlabelled]
+    skipped += [{"path": _relative(path, root), "reason": _unlabelled_reason(path)} for path in dataset.unlabelled]
     readable = [i for i, r in enumerate(results) if r.reason is None]
     samples = [samples[i] for i in readable]
     results = [results[i] for i in readable]
@@ -212,34 +212,48 @@ def _assign(
     """Index of each chosen sample -> split. Per class (a group's majority label), the groups are
     shuffled with `seed` and each goes to the split that lacks the most images and has room for it
     whole; a group that fits nowhere is left out, unless every image is to be used (fractions
-    summing to 1), when it goes where the most images are still missing."""
+    summing to 1), when it goes where the most images are still missing. A group fills its class's
+    quota with its images of that class; images of other labels in it ride along (noted)."""
     rng = np.random.default_rng(seed)
     by_class: dict[int, list[list[int]]] = defaultdict(list)
     for members in groups:
         by_class[_majority([samples[i].label for i in members])].append(members)
     assignment: dict[int, str] = {}
-    notes = []
+    quotas = {}
     for label, name in enumerate(classes):
         class_groups = by_class.get(label, [])
-        available = sum(len(g) for g in class_groups)
-        quota = quota_of(name, available)
+        sizes = [sum(samples[i].label == label for i in g) for g in class_groups]  # other labels ride along
+        available = sum(sizes)
+        quota = quotas[label] = quota_of(name, available)
         use_all = sum(quota.values()) == available
         missing = dict(quota)
         for k in rng.permutation(len(class_groups)):
-            members = class_groups[k]
-            fits = [s for s in quota if missing[s] >= len(members)]
+            members, size = class_groups[k], sizes[k]
+            fits = [s for s in quota if missing[s] >= size]
             if not fits and not use_all:
                 continue
             split = max(fits or list(quota), key=lambda s: (missing[s], -SPLITS.index(s)))
-            missing[split] -= len(members)
+            missing[split] -= size
             assignment.update((i, split) for i in members)
             if not use_all and not any(m > 0 for m in missing.values()):
                 break
-        off = {s: m for s, m in missing.items() if m}
+    return assignment, _quota_notes(assignment, samples, classes, quotas)
+
+
+def _quota_notes(
+    assignment: dict[int, str], samples: list[Sample], classes: list[str], quotas: dict[int, dict[str, int]]
+) -> list[str]:
+    """One line per class whose images per split differ from its quota (each image counted under its own label)."""
+    placed = Counter((samples[i].label, split) for i, split in assignment.items())
+    notes = []
+    for label, quota in quotas.items():
+        off = [f"{s} got {placed[label, s]} of {n}" for s, n in quota.items() if placed[label, s] != n]
         if off:
-            got = ", ".join(f"{s} got {quota[s] - m} of {quota[s]}" for s, m in off.items())
-            notes.append(f"{name}: {got} (duplicate groups are kept whole)")
-    return assignment, notes
+            notes.append(
+                f"{classes[label]}: {', '.join(off)} (duplicate groups are kept whole, and a group whose images "
+                "carry different labels goes with its majority class)"
+            )
+    return notes
 
 
 def _majority(labels: list[int]) -> int:
@@ -354,6 +368,10 @@ def _pool(splits: dict[str, list[Sample]]) -> list[Sample]:
     """Every sample of every split once, in path order, so the result does not depend on how SRC was split."""
     unique = {s.path: s for samples in splits.values() for s in samples}
     return [unique[p] for p in sorted(unique, key=str)]
+
+
+def _unlabelled_reason(path: Path) -> str:
+    return "no label in its name" if path.exists() else "listed in the CSV but missing"
 
 
 def _relative(path: Path, root: Path) -> str:
