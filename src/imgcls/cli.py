@@ -516,17 +516,21 @@ FiguresOut = Annotated[Path | None, typer.Option(help="Folder for the PNG files 
 
 @show_app.command("samples")
 def show_samples(
-    data: DataArg,
+    data: Annotated[str | None, typer.Argument(help="Folder, built-in name (or none with --labels FILE.csv)")] = None,
     out: Annotated[Path, typer.Option(help="Folder for the PNG file")] = Path("figures"),
     count: Annotated[int, typer.Option(min=1, help="Photos in the grid")] = 15,
     split: Annotated[str, typer.Option(help="train, val or test")] = "train",
     seed: Annotated[int, typer.Option(help="Random pick (and val split) seed")] = 0,
     data_dir: Annotated[Path | None, DataRootOption] = None,
+    label_from: LabelFromOption = "folder",
+    label_pattern: LabelPatternOption = None,
+    labels: LabelsCsvOption = None,
 ) -> None:
     """A grid of photos from DATA with their class names; prints the PNG path."""
     from imgcls.visual.show import show_samples as draw
 
-    _print_written(draw(data, out, count, split, seed, data_dir))
+    label_options = _label_options(label_from, label_pattern, labels)
+    _print_written(draw(data, out, count, split, seed, data_dir, label_options))
 
 
 @show_app.command("augment")

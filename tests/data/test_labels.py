@@ -166,3 +166,12 @@ def test_cli_check_train_and_evaluate_on_names_and_csv(kaggle_folder: Path, tmp_
     assert own["n_images"] == len(split["splits"]["val"]) == 4  # round(20% of 12) per class
     assert by_csv["n_images"] == by_name["n_images"] == 24  # other data without a split: all of it
     assert by_csv["confusion_matrix"] == by_name["confusion_matrix"]
+
+
+def test_show_samples_of_a_flat_folder_captions_the_name_labels(kaggle_folder: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["show", "samples", str(kaggle_folder), "--label-from", "name", "--count", "4", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    (png,) = tmp_path.glob("samples-*.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -17,6 +17,7 @@ from torchvision.transforms import v2
 
 from imgcls.augment import Augment, build_transform
 from imgcls.data.decode import BadImageError, display_path, is_image_file, load_image
+from imgcls.data.labels import LabelOptions
 from imgcls.errors import ImgclsError
 from imgcls.runs import fresh_dir
 from imgcls.visual import grids
@@ -37,12 +38,19 @@ class Written:
 
 
 def show_samples(
-    data: str | Path, out: Path, count: int = 15, split: str = "train", seed: int = 0, data_dir: Path | None = None
+    data: str | Path | None,
+    out: Path,
+    count: int = 15,
+    split: str = "train",
+    seed: int = 0,
+    data_dir: Path | None = None,
+    labels: LabelOptions | None = None,
 ) -> Written:
-    """A grid of `count` photos of one split, classes in turn, captioned with class and file (seed 001's show_batch)."""
+    """A grid of `count` photos of one split, classes in turn, captioned with class and file (seed 001's
+    show_batch); `labels`: file-name or CSV labels, so a new flat folder can be looked at before training."""
     from imgcls.data.discover import discover
 
-    dataset = discover(data, seed=seed, data_dir=data_dir)
+    dataset = discover(data, seed=seed, data_dir=data_dir, labels=labels)
     if split not in dataset.splits:
         raise ImgclsError(f"{display_path(dataset.root)}: no {split!r} split; it has {', '.join(dataset.splits)}")
     samples = _balanced_pick(dataset.splits[split], len(dataset.classes), count, seed)
