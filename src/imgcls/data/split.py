@@ -406,7 +406,9 @@ def print_split(summary: dict, console) -> None:
         highlight=False,
     )
     if summary["skipped"]:
-        console.print(Text(f"skipped {summary['skipped']} unreadable file(s) (listed in split.json)", style="yellow"))
+        console.print(
+            Text(f"skipped {summary['skipped']} unreadable or unlabelled file(s) (see split.json)", style="yellow")
+        )
     for note in summary["notes"]:
         console.print(Text(f"note: {note}", style="yellow"))
     modes = {"hardlink": "hard links", "symlink": "symbolic links", "copy": "copies"}
