@@ -183,6 +183,22 @@ def test_suspects_command_json_and_grid(run, tmp_path):
     assert table.exit_code == 0 and f"train/{CAT}/{PLANTED}" in table.output
 
 
+def test_suspects_of_csv_labelled_photos_find_the_planted_dog(run, data, tmp_path):
+    """The same photos described by a CSV (path,label,split) instead of folders: the same verdict."""
+    rows = ["path,label,split"] + [
+        f"{photo.relative_to(data)},{photo.parent.name},{photo.parent.parent.name}"
+        for photo in sorted(data.rglob("*.jpg"))
+    ]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(rows) + "\n")
+    result = runner.invoke(app, ["data", "suspects", str(run), str(data), "--labels", str(labels), "--json"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert found["n_images"] == 45
+    assert PLANTED in [Path(s["path"]).name for s in found["suspects"][:3]]
+    assert {s["split"] for s in found["suspects"]} == {"train", "val"}  # the CSV's splits, not one pool
+
+
 def test_out_of_fold_heads_never_see_the_image_they_judge():
     """A lone image of class 1 among 40 of class 0 (random features): a head fitted on all of them
     memorises it, out of fold it gets no support at all, so its label looks wrong."""

@@ -481,12 +481,16 @@ def data_suspects(
     out: Annotated[Path | None, typer.Option(help="PNG to write (default: RUN/suspects.png)")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the folds")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout")] = False,
+    label_from: LabelFromOption = "folder",
+    label_pattern: LabelPatternOption = None,
+    labels: LabelsCsvOption = None,
 ) -> None:
     """Likely mislabelled images: those whose label the model disagrees with most, judged out of fold."""
     from imgcls.suspects import find_suspects
     from imgcls.visual.audit import suspects_figure
 
-    found = find_suspects(run, data, folds=folds, seed=seed)
+    label_options = _label_options(label_from, label_pattern, labels)
+    found = find_suspects(run, data, folds=folds, seed=seed, labels=label_options)
     shown = found.suspects[: top or None]
     png = suspects_figure(found, shown[:20], out or run / "suspects.png") if shown else None
     if as_json:

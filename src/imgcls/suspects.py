@@ -34,6 +34,7 @@ from torch import nn
 
 from imgcls.data.decode import display_path
 from imgcls.data.discover import Dataset, Sample
+from imgcls.data.labels import LabelOptions
 from imgcls.errors import DataError
 from imgcls.features import FeatureExtractor, run_extractor
 
@@ -89,14 +90,19 @@ class SuspectReport:
 
 
 def find_suspects(
-    run: Path | str, data: str | Path | None = None, folds: int = DEFAULT_FOLDS, seed: int = 0
+    run: Path | str,
+    data: str | Path | None = None,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+    labels: LabelOptions | None = None,
 ) -> SuspectReport:
-    """Rank every image of DATA (default: all images of the run's split.json) by out-of-fold disagreement."""
+    """Rank every image of DATA (default: all images of the run's split.json) by out-of-fold disagreement;
+    `labels`: DATA labelled by file names or a CSV."""
     from imgcls.runs import resolve_run
 
     started = time.perf_counter()
     run = resolve_run(run)
-    dataset, described = _dataset(run, data)
+    dataset, described = _dataset(run, data, labels)
     samples = [(split, s) for split, members in dataset.splits.items() for s in members]
     extractor, judged_by = feature_extractor(run)
     found = extractor.extract([s.path for _, s in samples], [s.label for _, s in samples])
@@ -258,15 +264,15 @@ def _pretrained(name: str, arch_args: dict, weights: str) -> nn.Module | None:
     return backbone.eval()
 
 
-def _dataset(run: Path, data: str | Path | None) -> tuple[Dataset, str]:
+def _dataset(run: Path, data: str | Path | None, labels: LabelOptions | None) -> tuple[Dataset, str]:
     """Every image of DATA (all its splits), or of the run's own split.json."""
     from imgcls.data.discover import discover, load_manifest
 
-    if data is None:
+    if data is None and labels is None:
         dataset = load_manifest(run / "split.json")
         return dataset, f"all {sum(map(len, dataset.splits.values())):,} images of the run's data"
-    dataset = discover(data, val_split=0.2, seed=0)
-    if dataset.source != "folders":  # splits drawn by discover, not folders on disk: one pool
+    dataset = discover(data, val_split=0.2, seed=0, labels=labels)
+    if dataset.split_is_generated:  # splits drawn by discover, not given on disk or in a CSV: one pool
         dataset = Dataset(dataset.root, dataset.classes, {"all": _pool(dataset)}, dataset.source)
     n_images = sum(map(len, dataset.splits.values()))
     return dataset, f"all {n_images:,} images of {display_path(dataset.root)}"
