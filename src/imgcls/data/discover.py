@@ -130,23 +130,15 @@ def _labelled(root: Path, labels: LabelOptions, val_split: float, seed: int) -> 
         raise DataError(f"{where}: only one class ({classes[0]}); a classifier needs at least two.")
     samples = [Sample(path, classes.index(name)) for path, name in zip(found.paths, found.names, strict=True)]
     if given is None:
-        train, val = stratified_split(samples, val_split, seed)
-        return Dataset(
-            root,
-            classes,
-            {"train": train, "val": val},
-            f"{kind},val_split={val_split},seed={seed}",
-            notes=found.notes,
-            unlabelled=found.skipped,
-        )
-    splits = {name: [s for s, split in zip(samples, given, strict=True) if split == name] for name in SPLIT_FOLDERS}
+        splits = {"train": samples}
+    else:
+        splits = {name: [s for s, split in zip(samples, given, strict=True) if split == name] for name in SPLIT_FOLDERS}
     if not splits["train"]:
         raise DataError(f"{display_path(labels.csv or root)}: no image is in the train split")
-    if not splits["val"]:
+    source = kind
+    if not splits.get("val"):
         splits["train"], splits["val"] = stratified_split(splits["train"], val_split, seed)
         source = f"{kind},val_split={val_split},seed={seed}"
-    else:
-        source = kind
     splits = {name: members for name, members in splits.items() if members}
     return Dataset(root, classes, splits, source, notes=found.notes, unlabelled=found.skipped)
 
