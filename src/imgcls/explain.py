@@ -87,11 +87,10 @@ def explain(classifier: Classifier, item: ImageInput, class_index: int | None = 
         )
     pixels = classifier.pixels(item)
     feature_map, logits = _forward_keeping(classifier.model, layer, pixels)
+    logits_shown = logits.detach()
     if classifier.model.flip_tta:  # the heatmap explains the image as it is; the answer is the prediction's
         with torch.no_grad():
-            logits_shown = classifier.model(torch.tensor(pixels).permute(2, 0, 1)[None])
-    else:
-        logits_shown = logits.detach()
+            logits_shown = (logits_shown + classifier.model.one_view(_as_batch(pixels).flip(-1))) / 2
     probs = probabilities(logits_shown, classifier.spec.output)[0]
     index = int(probs.argmax()) if class_index is None else _checked_index(class_index, len(classifier.classes))
     score = _class_score(logits, index, classifier.spec.output)
@@ -110,11 +109,16 @@ def _forward_keeping(model: ImageClassifier, layer: str, pixels: np.ndarray) -> 
     """Logits with gradients, and the output of module `layer` (read after the forward, so in-place
     activations applied to it later are included, and its gradient is taken w.r.t. that same value)."""
     kept: dict[str, torch.Tensor] = {}
-    batch = torch.tensor(pixels).permute(2, 0, 1)[None].float().requires_grad_(True)
+    batch = _as_batch(pixels).float().requires_grad_(True)
     target = dict(model.named_modules())[layer]
     with _hooks(model, [(layer, target)], kept.__setitem__), torch.enable_grad():
         logits = model.one_view(batch)  # the image as it is, even for a model with flip TTA
     return kept[layer], logits
+
+
+def _as_batch(pixels: np.ndarray) -> torch.Tensor:
+    """(H, W, C) uint8 pixels as a batch of one (1, C, H, W)."""
+    return torch.tensor(pixels).permute(2, 0, 1)[None]
 
 
 def _class_score(logits: torch.Tensor, index: int, output: str) -> torch.Tensor:
@@ -207,7 +211,7 @@ def activations(classifier: Classifier, item: ImageInput, layers: Sequence[str] 
             captured[name] = Activation(name, type(modules[name]).__name__, maps)
 
     pixels = classifier.pixels(item)
-    batch = torch.tensor(pixels).permute(2, 0, 1)[None]
+    batch = _as_batch(pixels)
     with _hooks(classifier.model, [(n, modules[n]) for n in names], record), torch.no_grad():
         classifier.model.one_view(batch)
     return list(captured.values())
