@@ -13,7 +13,7 @@ from typing import Any
 
 from imgcls.augment import Augment
 from imgcls.errors import ImgclsError
-from imgcls.models.keras_apps import CAFFE_MEAN, CAFFE_STD
+from imgcls.models.keras import CAFFE_MEAN, CAFFE_STD
 
 SEED_AUGMENT = Augment(  # seeds 000 and 004: ImageDataGenerator(...)
     rotation_range=40,

@@ -4,14 +4,11 @@ while BatchNorm statistics of frozen blocks stay put."""
 
 from __future__ import annotations
 
-import sys
-import types
-
 import pytest
 import torch
 from torch import nn
 
-import imgcls.models
+import imgcls.models.keras
 from imgcls.errors import ImgclsError
 from imgcls.models.backbones import (
     BackboneInfo,
@@ -83,10 +80,12 @@ def test_keras_names_are_delegated(monkeypatch):
     made = nn.Conv2d(3, 4, 1)
     info = BackboneInfo("keras/inception_v3", 299, (0.5,) * 3, (0.5,) * 3, "squash", (2048,))
     calls = []
-    fake = types.ModuleType("imgcls.models.keras_apps")
-    fake.create_keras_backbone = lambda name, **kw: calls.append((name, kw)) or (made, info)
-    monkeypatch.setitem(sys.modules, "imgcls.models.keras_apps", fake)
-    monkeypatch.setattr(imgcls.models, "keras_apps", fake, raising=False)
+
+    def fake(name, **kw):
+        calls.append((name, kw))
+        return made, info
+
+    monkeypatch.setattr(imgcls.models.keras, "create_keras_backbone", fake)
     assert create_backbone("keras/inception_v3", pooling="avg") == (made, info)
     assert calls == [("inception_v3", {"pooling": "avg"})]
 
@@ -139,7 +138,7 @@ def test_torchvision_blocks_are_top_level_children():
 
 
 class KerasLike(nn.Module):
-    """What keras_apps provides: layers by Keras name, and block_names() in order."""
+    """What a keras/ backbone provides: layers by Keras name, and block_names() in order."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -183,13 +182,12 @@ def test_frozen_batchnorm_statistics_do_not_move(lite0):
 
 
 def test_real_keras_inception_unfreezes_like_keras_layers_after():
-    pytest.importorskip("imgcls.models.keras_apps")
     model, _ = create_backbone("keras/inception_v3")
     names = block_names(model)
     assert names[0] == "stem" and names[-1] == "mixed10"
     assert set_trainable(model, "mixed6") == ["mixed7", "mixed8", "mixed9", "mixed10"]
     ours = trainable(model)
-    model.set_trainable(model.layers_after("mixed6"))  # keras_apps' own Keras-layer semantics
+    model.set_trainable(model.layers_after("mixed6"))  # KerasApplication's own Keras-layer semantics
     assert ours == trainable(model) and len(ours) > 0
     assert set_trainable(model, "conv2d_85") == ["mixed10"]  # a Keras layer that is not a block name
     assert trainable(model) < ours

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from imgcls.errors import ImgclsError
 from imgcls.models.classifier import ModelSpec, build_classifier, save_model
-from imgcls.models.keras_apps import keras_param_count
+from imgcls.models.keras import keras_param_count
 from imgcls.models.registry import create_model, get_model_entry
 from imgcls.recipes import get_recipe, list_recipes
 from imgcls.summary import build_for_summary

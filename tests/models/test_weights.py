@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-import imgcls.models
+import imgcls.models.keras
 from imgcls.errors import ImgclsError
 from imgcls.models import weights as W
 from imgcls.models.backbones import create_backbone, load_pretrained
@@ -266,12 +265,14 @@ def test_none_keeps_random_init():
     assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
 
 
-def test_h5_files_go_to_keras_apps(tmp_path, monkeypatch):
+def test_h5_files_go_to_the_keras_loader(tmp_path, monkeypatch):
     calls = []
-    fake = types.ModuleType("imgcls.models.keras_apps")
-    fake.load_keras_h5 = lambda module, path: calls.append((module, path)) or f"keras file {path.name}"
-    monkeypatch.setitem(sys.modules, "imgcls.models.keras_apps", fake)
-    monkeypatch.setattr(imgcls.models, "keras_apps", fake, raising=False)
+
+    def fake(module, path):
+        calls.append((module, path))
+        return f"keras file {path.name}"
+
+    monkeypatch.setattr(imgcls.models.keras, "load_keras_h5", fake)
     path = tmp_path / "inception_v3_notop.h5"
     path.write_bytes(b"\x89HDF\r\n\x1a\n")
     backbone = torch.nn.Linear(1, 1)

