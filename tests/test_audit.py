@@ -27,9 +27,9 @@ from imgcls import cli
 from imgcls.cli import app
 from imgcls.evaluation import predict_run, top_mistakes
 from imgcls.models.classifier import ModelSpec, build_classifier, save_model
-from imgcls.runs import RUN_DIR_ENV
+from imgcls.run.folder import RUN_DIR_ENV
 from imgcls.suspects import find_suspects, fit_logistic_regression, out_of_fold_probabilities, stratified_folds
-from imgcls.visual import report as report_module
+from imgcls import report as report_module
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data, pytest.mark.usefixtures("one_thread")]
 CAT, DOG = "cat", 'dog & "wolf" <i>'  # class names are folder names: HTML must stay text

@@ -24,7 +24,7 @@ from imgcls import cli
 from imgcls.cli import app
 from imgcls.errors import ImgclsError
 from imgcls.recipes import DEFAULT_RECIPE, list_recipes
-from imgcls.runs import RUN_DIR_ENV
+from imgcls.run.folder import RUN_DIR_ENV
 
 IMGCLS = Path(sys.executable).with_name("imgcls")
 SEED_CNN_PARAMETERS = "10,641,441"

@@ -22,7 +22,8 @@ import imgcls
 from imgcls import export as export_module
 from imgcls.cli import app
 from imgcls.errors import ImgclsError
-from imgcls.export import OnnxModule, describe, export_model, export_onnx, onnx_session_for
+from imgcls.engine import OnnxModule, onnx_session_for
+from imgcls.export import describe, export_model, export_onnx
 from imgcls.inference import Classifier
 from imgcls.models.classifier import ImageClassifier, ModelSpec, build_classifier, probabilities, save_model
 from imgcls.models.registry import accepts

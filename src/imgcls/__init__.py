@@ -2,36 +2,38 @@
 
 Layered like fastai: one line for the common case, each layer usable alone.
 
-    run = imgcls.train("cats-vs-dogs")             # recipe "scratch" by default
+    run = imgcls.train("photos/")                  # recipe "transfer" by default; returns the Run
+    run.metrics["accuracy"], run.history            # the run folder, typed (imgcls.run.Run)
     clf = imgcls.load(run)
     clf.predict(["photo.jpg", pil_image, array])   # -> [Prediction(label=..., probability=...)]
+
+`imgcls.train` takes every option of `imgcls train` under the same name (see `imgcls.api`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-__all__ = ["train", "load", "Classifier", "__version__"]
+from imgcls.version import __version__
 
+if TYPE_CHECKING:
+    from imgcls.inference import Classifier
+    from imgcls.run import Run
 
-def train(data: str | Path = "cats-vs-dogs", recipe: str | None = None, **overrides: Any) -> Path:
-    """Train a recipe on DATA and return the run folder. `overrides` are recipe fields
-    (epochs=5, image_size=128, ...) or run options (out=, name=, seed=, devices=, class_weights=)."""
-    from imgcls.recipes import DEFAULT_RECIPE, get_recipe
-    from imgcls.training.fit import TrainOptions
-    from imgcls.training.fit import train as fit
-
-    option_names = set(TrainOptions.__dataclass_fields__)
-    options = TrainOptions(**{k: v for k, v in overrides.items() if k in option_names})
-    chosen = get_recipe(recipe or DEFAULT_RECIPE).override(
-        **{k: v for k, v in overrides.items() if k not in option_names}
-    )
-    return fit(data, chosen, options)
+__all__ = ["train", "load", "Classifier", "Run", "__version__"]
 
 
-def load(run: str | Path) -> Classifier:  # noqa: F821
+def train(data: str | Path | None = None, recipe: str | None = None, **settings: Any) -> Run:
+    """Train a recipe on DATA and return the finished run. `settings`: recipe fields (epochs=5,
+    image_size=128...), run options (out=, name=, seed=, devices=...) and the CLI's conveniences
+    (backbone=, aug=, label_from=...); `resume=RUN` continues an interrupted run."""
+    from imgcls.api import train as train_run
+
+    return train_run(data, recipe, **settings)
+
+
+def load(run: str | Path | Run) -> Classifier:
     """The trained model of a run folder (or any folder with model.json + model.safetensors)."""
     from imgcls.inference import Classifier
 
@@ -43,4 +45,8 @@ def __getattr__(name: str):  # lazy: `import imgcls` stays fast for the CLI
         from imgcls.inference import Classifier
 
         return Classifier
+    if name == "Run":
+        from imgcls.run import Run
+
+        return Run
     raise AttributeError(name)

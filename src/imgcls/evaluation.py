@@ -8,70 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchmetrics.functional.classification import binary_auroc
 
-from imgcls.data.decode import display_path
+from imgcls.data.discover import Dataset
 from imgcls.data.labels import LabelOptions
 from imgcls.errors import DataError
-from imgcls.models.classifier import ImageClassifier, probabilities
-
-
-@torch.inference_mode()
-def predict_probabilities(
-    model: ImageClassifier, output: str, images: torch.Tensor, batch_size: int = 128
-) -> np.ndarray:
-    """(N, n_classes) probabilities for (N, C, H, W) uint8 images."""
-    model.eval()
-    chunks = [
-        probabilities(model(images[i : i + batch_size].contiguous(memory_format=torch.channels_last)), output)
-        for i in range(0, len(images), batch_size)
-    ]
-    return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), dtype=np.float32)
-
-
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
-    """Rows are true classes, columns predicted classes."""
-    return np.bincount(labels * n_classes + predicted, minlength=n_classes * n_classes).reshape(n_classes, -1)
-
-
-def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
-    labels = np.asarray(labels, dtype=np.int64)
-    predicted = probs.argmax(axis=1)
-    matrix = confusion_matrix(labels, predicted, len(classes))
-    true_positive = np.diag(matrix).astype(float)
-    precision = np.divide(true_positive, matrix.sum(0), out=np.zeros(len(classes)), where=matrix.sum(0) > 0)
-    recall = np.divide(true_positive, matrix.sum(1), out=np.zeros(len(classes)), where=matrix.sum(1) > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(len(classes)), where=precision + recall > 0)
-    picked = probs[np.arange(len(labels)), labels]
-    metrics = {
-        "accuracy": float((predicted == labels).mean()),
-        "loss": float(-np.log(np.clip(picked, 1e-7, 1)).mean()),
-        "n_images": int(len(labels)),
-        "per_class": {
-            name: {
-                "precision": float(precision[k]),
-                "recall": float(recall[k]),
-                "f1": float(f1[k]),
-                "support": int(matrix[k].sum()),
-            }
-            for k, name in enumerate(classes)
-        },
-        "macro_f1": float(f1.mean()),
-        "classes": list(classes),
-        "confusion_matrix": matrix.tolist(),
-    }
-    if len(classes) == 2 and len(set(labels.tolist())) == 2:
-        metrics["roc_auc"] = float(binary_auroc(torch.from_numpy(probs[:, 1]), torch.from_numpy(labels)))
-    return metrics
-
-
-def roc_curve_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """False- and true-positive rates at every threshold, for the ROC plot."""
-    order = np.argsort(-scores, kind="stable")
-    hits = labels[order] == 1
-    tpr = np.concatenate([[0], np.cumsum(hits) / max(hits.sum(), 1)])
-    fpr = np.concatenate([[0], np.cumsum(~hits) / max((~hits).sum(), 1)])
-    return fpr, tpr
+from imgcls.files import display_path
+from imgcls.metrics import classification_metrics, roc_curve_points
+from imgcls.models.classifier import ImageClassifier, ModelSpec, predict_probabilities, probabilities
+from imgcls.run import Run
 
 
 @dataclass
@@ -104,7 +48,7 @@ class Mistake:
 
 
 def predict_run(
-    run: Path | str,
+    run: Run | Path | str,
     data: str | Path | None = None,
     cached_features: bool = False,
     flip_tta: bool | None = None,
@@ -118,27 +62,23 @@ def predict_run(
     `cached_features`: a transfer model runs as backbone features (cached on disk, float16, as its
     training stored them) + head, so a frozen backbone costs nothing: seconds instead of minutes for
     1,000 photos. Probabilities then differ from the full float32 forward by about 1e-3."""
-    from imgcls.data.cache import DecodeSettings, decode_all
-    from imgcls.data.discover import Dataset, load_manifest
-    from imgcls.models.classifier import load_model
-    from imgcls.runs import resolve_run
+    from imgcls.data.cache import decode_all
 
-    run = resolve_run(run)
-    model, spec = load_model(run)
+    run = Run.open(run)
+    model, spec = run.load_model()
     model.flip_tta = spec.flip_tta if flip_tta is None else flip_tta
     if data is None and labels is None:
-        dataset: Dataset = load_manifest(run / "split.json")
+        dataset: Dataset = run.dataset
         split = "test" if "test" in dataset.splits else "val"
         samples = dataset.splits[split]
         described = f"{split} split of the run"
     else:
         dataset, samples, described = _samples_for(data, spec.classes, labels)
     paths, labels = [s.path for s in samples], [s.label for s in samples]
-    if cached_features and spec.architecture == "transfer" and spec.channels == 3 and not model.flip_tta:
+    if cached_features and _features_are_cached(run, spec) and not model.flip_tta:
         found = _head_on_features(run, model, spec, paths, labels)
     else:
-        settings = DecodeSettings((spec.image_size, spec.image_size), spec.channels, spec.resize)
-        decoded = decode_all(paths, labels, settings)
+        decoded = decode_all(paths, labels, run.decode_settings())
         probs = predict_probabilities(model, spec.output, decoded.images) if len(decoded.labels) else None
         found = probs, decoded.labels.numpy(), decoded.paths, decoded.skipped
     if found[0] is None:
@@ -146,11 +86,16 @@ def predict_run(
     return Predictions(found[0], found[1], found[2], spec.classes, described, found[3], dataset.root, model.flip_tta)
 
 
-@torch.inference_mode()
-def _head_on_features(run: Path, model: ImageClassifier, spec, paths: list[Path], labels: list[int]):
-    from imgcls.features import run_extractor
+def _features_are_cached(run: Run, spec: ModelSpec) -> bool:
+    """A transfer run trained on RGB: its backbone features are on disk, keyed by its recipe."""
+    return spec.architecture == "transfer" and spec.channels == 3 and "recipe" in run.config
 
-    extractor = run_extractor(run, model.net.backbone, spec.image_size, spec.resize, spec.mean, spec.std)
+
+@torch.inference_mode()
+def _head_on_features(run: Run, model: ImageClassifier, spec: ModelSpec, paths: list[Path], labels: list[int]):
+    from imgcls.features import recipe_extractor
+
+    extractor = recipe_extractor(model.net.backbone, run.recipe, spec.image_size)
     found = extractor.extract(paths, labels)
     if len(found.labels) == 0:
         return None, None, None, found.skipped
@@ -159,7 +104,7 @@ def _head_on_features(run: Path, model: ImageClassifier, spec, paths: list[Path]
 
 
 def evaluate_run(
-    run: Path | str,
+    run: Run | Path | str,
     data: str | Path | None = None,
     write_plots: bool = True,
     flip_tta: bool | None = None,
@@ -167,10 +112,9 @@ def evaluate_run(
 ) -> dict:
     """Metrics of a run's model on its own held-out split (test, else val) or on other DATA
     (`flip_tta`, `labels`: see `predict_run`)."""
-    from imgcls.runs import resolve_run
-    from imgcls.visual.plots import plot_confusion, plot_roc
+    from imgcls.plots import plot_confusion, plot_roc
 
-    run = resolve_run(run)
+    run = Run.open(run)
     predicted = predict_run(run, data, flip_tta=flip_tta, labels=labels)
     probs, labels, classes = predicted.probs, predicted.labels, predicted.classes
     metrics = {"data": predicted.described, **classification_metrics(probs, labels, classes)}
@@ -181,13 +125,13 @@ def evaluate_run(
             plot_confusion(
                 metrics["confusion_matrix"],
                 classes,
-                run / "evaluation_confusion_matrix.png",
+                run.figure("evaluation_confusion_matrix"),
                 title=f"Confusion matrix: {predicted.described} (accuracy {metrics['accuracy']:.1%})",
             )
         )
         if "roc_auc" in metrics:
             fpr, tpr = roc_curve_points(probs[:, 1], labels)
-            metrics["roc_png"] = str(plot_roc(fpr, tpr, metrics["roc_auc"], classes[1], run / "roc.png"))
+            metrics["roc_png"] = str(plot_roc(fpr, tpr, metrics["roc_auc"], classes[1], run.figure("roc")))
     return metrics
 
 
@@ -231,7 +175,7 @@ def _samples_for(data: str | Path | None, classes: list[str], labels: LabelOptio
     split = "test" if "test" in dataset.splits else "val"
     if split == "val" and dataset.split_is_generated:  # no split given (e.g. class subfolders): evaluate all of it
         split = "all"
-        pool = dataset.splits["train"] + dataset.splits["val"]
+        pool = dataset.pooled()
     else:
         pool = dataset.splits[split]
     unknown = sorted(set(dataset.classes) - set(classes))

@@ -16,6 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +26,10 @@ from imgcls.augment import Augment, build_transform
 from imgcls.data.cache import ArrayStore, DecodeSettings, ImageCache, cache_key
 from imgcls.data.decode import BadImageError
 from imgcls.data.download import cache_dir
+from imgcls.progress import progress_bar
+
+if TYPE_CHECKING:
+    from imgcls.recipes import Recipe
 
 FEATURE_VERSION = 1
 
@@ -90,7 +95,7 @@ class FeatureExtractor:
         example = torch.zeros(1, self.decode.channels, *self.decode.size)
         if engine == "onnx":
             try:
-                from imgcls.export import onnx_session_for
+                from imgcls.engine import onnx_session_for
 
                 session = onnx_session_for(self.backbone, example, f"backbone-{self.tag}")
                 return lambda batch: session(batch)
@@ -101,7 +106,8 @@ class FeatureExtractor:
         module = self.backbone.to(memory_format=torch.channels_last)
         return lambda batch: module(batch.contiguous(memory_format=torch.channels_last))
 
-    def extract(self, paths: list[Path], labels: list[int], views: int = 1) -> FeatureSet:
+    def extract(self, paths: list[Path], labels: list[int], views: int = 1, progress: str | None = None) -> FeatureSet:
+        """Features of every readable image, `views` views each; `progress`: a progress bar's title."""
         stored: dict[int, np.ndarray] = {}
         todo: list[tuple[int, int]] = []  # (image index, view index)
         skipped: list[BadImageError] = []
@@ -112,28 +118,10 @@ class FeatureExtractor:
                 stored[index] = cached[:views]
             todo += [(index, view) for view in range(have, views)]
         bad: set[int] = set()
-        for start in range(0, len(todo), self.batch_size):
-            chunk = [(i, v) for i, v in todo[start : start + self.batch_size] if i not in bad]
-            pixels, kept = [], []
-            for index, view in chunk:
-                if index in bad:  # an unreadable image is reported once, not once per view
-                    continue
-                try:
-                    pixels.append(self._view(paths[index], view))
-                    kept.append((index, view))
-                except BadImageError as error:
-                    bad.add(index)
-                    skipped.append(error)
-            if not kept:
-                continue
-            with torch.inference_mode():
-                batch = (torch.stack(pixels).float() - self.mean) / self.std
-                output = self.forward(batch).float().numpy()
-            for (index, view), row in zip(kept, output, strict=True):
-                previous = stored.get(index, np.zeros((0, *row.shape), np.float16))
-                stored[index] = np.concatenate([previous[:view], row[None].astype(np.float16)])
-                if view == views - 1:
-                    self._store(paths[index], stored[index])
+        with progress_bar(progress is not None and bool(todo), progress or "", len(todo)) as advance:
+            for start in range(0, len(todo), self.batch_size):
+                self._extract_batch(paths, todo[start : start + self.batch_size], views, stored, bad, skipped)
+                advance(min(self.batch_size, len(todo) - start))
         good = [i for i in range(len(paths)) if i not in bad and i in stored]
         return FeatureSet(
             features=torch.from_numpy(np.stack([stored[i] for i in good]).astype(np.float32))
@@ -143,6 +131,30 @@ class FeatureExtractor:
             paths=[paths[i] for i in good],
             skipped=skipped,
         )
+
+    def _extract_batch(self, paths, pairs, views, stored, bad, skipped) -> None:
+        """One batch of (image, view) pairs: decode, augment, forward; finished images go to the cache."""
+        chunk = [(i, v) for i, v in pairs if i not in bad]
+        pixels, kept = [], []
+        for index, view in chunk:
+            if index in bad:  # an unreadable image is reported once, not once per view
+                continue
+            try:
+                pixels.append(self._view(paths[index], view))
+                kept.append((index, view))
+            except BadImageError as error:
+                bad.add(index)
+                skipped.append(error)
+        if not kept:
+            return
+        with torch.inference_mode():
+            batch = (torch.stack(pixels).float() - self.mean) / self.std
+            output = self.forward(batch).float().numpy()
+        for (index, view), row in zip(kept, output, strict=True):
+            previous = stored.get(index, np.zeros((0, *row.shape), np.float16))
+            stored[index] = np.concatenate([previous[:view], row[None].astype(np.float16)])
+            if view == views - 1:
+                self._store(paths[index], stored[index])
 
     def _view(self, path: Path, view: int) -> torch.Tensor:
         image = torch.tensor(self.images.load(path)).permute(2, 0, 1).contiguous()
@@ -163,11 +175,9 @@ class FeatureExtractor:
             self.store.store(key, features)
 
 
-def run_extractor(run: Path, backbone: nn.Module, size: int, resize: str, mean, std) -> FeatureExtractor:
-    """An extractor set up exactly as a transfer run's training set up its own (same preprocessing and
-    augmentation settings from config.yaml), so a frozen backbone finds the features training cached."""
-    from imgcls.runs import read_config
-
-    recipe = read_config(run).get("recipe", {}) if (run / "config.yaml").is_file() else {}
-    augment = Augment.from_dict(recipe.get("augment") or {})
-    return FeatureExtractor(backbone, DecodeSettings((size, size), 3, resize), tuple(mean), tuple(std), augment)
+def recipe_extractor(backbone: nn.Module, recipe: Recipe, image_size: int | None = None) -> FeatureExtractor:
+    """An extractor set up exactly as transfer training of `recipe` sets up its own (same preprocessing
+    and augmentation settings), so a frozen backbone finds the features training cached."""
+    size = image_size or recipe.image_size
+    decode = DecodeSettings((size, size), 3, recipe.resize)
+    return FeatureExtractor(backbone, decode, tuple(recipe.mean), tuple(recipe.std), recipe.augment)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import glob
+import json
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -14,17 +16,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from imgcls.data.decode import BadImageError, display_path, is_image_file, load_image
+from imgcls.data.decode import BadImageError, is_image_file, load_image
+from imgcls.engine import OnnxModule
 from imgcls.errors import ImgclsError
-from imgcls.evaluation import predict_probabilities
-from imgcls.models.classifier import ModelSpec, load_model
-from imgcls.runs import resolve_run
+from imgcls.export import export_onnx
+from imgcls.files import display_path
+from imgcls.models.classifier import WEIGHTS_FILE, ModelSpec, predict_probabilities
+from imgcls.run import Run
 
 if TYPE_CHECKING:
     from imgcls.explain import Explanation
-    from imgcls.export import OnnxModule
 
 ImageInput = str | Path | Image.Image | np.ndarray
+ENGINES = ("auto", "torch", "onnx")
+log = logging.getLogger("imgcls")
 
 
 @dataclass
@@ -51,10 +56,8 @@ class Classifier:
     def load(cls, run: Path | str, engine: str = "auto") -> Classifier:
         """engine 'torch': eager PyTorch; 'onnx': RUN/model.onnx (from `imgcls export RUN`);
         'auto': ONNX when RUN/model.onnx exists and is newer than model.safetensors, else torch."""
-        from imgcls.export import run_onnx_module
-
-        folder = resolve_run(run)
-        model, spec = load_model(folder)
+        folder = Run.open(run)
+        model, spec = folder.load_model()
         return cls(model, spec, run_onnx_module(folder, spec, engine))
 
     @property
@@ -148,3 +151,39 @@ def _describe(item: ImageInput) -> str:
     if isinstance(item, np.ndarray):
         return f"<array {'x'.join(map(str, item.shape))}>"
     return f"<PIL image {item.width}x{item.height}>"
+
+
+def run_onnx_module(run: Run, spec: ModelSpec, engine: str = "auto") -> OnnxModule | None:
+    """The ONNX session `Classifier.load(run, engine)` should use, or None for eager PyTorch.
+    'onnx': RUN/model.onnx (an error if missing); 'auto': RUN/model.onnx, exported first when missing
+    or older than the weights."""
+    if engine not in ENGINES:
+        raise ImgclsError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
+    if engine == "torch":
+        return None
+    onnx_path, weights = run.onnx_path, run.path / WEIGHTS_FILE
+    stale = onnx_path.is_file() and weights.is_file() and onnx_path.stat().st_mtime_ns <= weights.stat().st_mtime_ns
+    if engine == "auto" and (stale or not onnx_path.is_file()):
+        try:  # export once, beside the weights: later predictions reuse it
+            export_onnx(run)
+            stale = False
+        except Exception as error:  # a read-only run or an exporter gap: predict with PyTorch
+            log.info("ONNX export of %s not possible (%s); predicting with PyTorch", run, error)
+            return None
+    if not onnx_path.is_file():
+        raise ImgclsError(f"{onnx_path}: missing; run `imgcls export {run}` first (or use --engine torch)")
+    try:
+        session = OnnxModule(onnx_path)
+    except ImgclsError:
+        if engine == "onnx":
+            raise
+        log.warning("%s: unreadable, predicting with PyTorch instead", onnx_path)
+        return None
+    classes = session.metadata.get("imgcls.classes")
+    if classes is not None and json.loads(classes) != spec.classes:
+        if engine == "onnx":
+            raise ImgclsError(f"{onnx_path}: its classes differ from the run's model; run `imgcls export {run}`")
+        return None
+    if stale:
+        log.warning("%s is older than %s; run `imgcls export %s` to refresh it", onnx_path, weights, run)
+    return session

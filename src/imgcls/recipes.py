@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imgcls.augment import Augment
 from imgcls.errors import ImgclsError
 from imgcls.models.keras import CAFFE_MEAN, CAFFE_STD
+
+if TYPE_CHECKING:
+    from imgcls.models.classifier import ModelSpec
 
 SEED_AUGMENT = Augment(  # seeds 000 and 004: ImageDataGenerator(...)
     rotation_range=40,
@@ -101,6 +104,29 @@ def with_backbone(recipe: Recipe, backbone: str) -> Recipe:
         mean=tuple(info.mean),
         std=tuple(info.std),
         resize=info.resize,
+    )
+
+
+def model_spec(recipe: Recipe, classes: list[str]) -> ModelSpec:
+    """The model file description of what `recipe` trains on these classes, at its image size."""
+    from imgcls.models.classifier import ModelSpec
+    from imgcls.models.registry import accepts
+
+    binary = len(classes) == 2 and recipe.head in ("auto", "binary")
+    args = dict(recipe.model_args)
+    if accepts(recipe.model, "image_size"):
+        args.setdefault("image_size", recipe.image_size)
+    return ModelSpec(
+        architecture=recipe.model,
+        classes=list(classes),
+        image_size=recipe.image_size,
+        channels=recipe.channels,
+        arch_args=args,
+        mean=recipe.mean,
+        std=recipe.std,
+        resize=recipe.resize,
+        output="sigmoid" if binary else "softmax",
+        flip_tta=recipe.flip_tta,
     )
 
 

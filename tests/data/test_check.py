@@ -16,17 +16,9 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from imgcls.data.check import (
-    MAX_NEAR_PAIRS,
-    NEAR_THRESHOLD,
-    _popcount_table,
-    check_dataset,
-    dhash,
-    hamming,
-    popcount,
-    print_check,
-)
-from imgcls.data.decode import display_path
+from imgcls.data.check import MAX_NEAR_PAIRS, check_dataset, print_check
+from imgcls.data.hashing import NEAR_THRESHOLD, _popcount_table, dhash, hamming, popcount
+from imgcls.files import display_path
 
 # --------------------------------------------------------------------------- helpers
 

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from imgcls.data import decode
-from imgcls.data.decode import BadImageError, display_path, is_image_file, load_image
+from imgcls.data.decode import BadImageError, is_image_file, load_image
+from imgcls.files import display_path
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 

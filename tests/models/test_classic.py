@@ -16,7 +16,7 @@ from imgcls.models.keras import keras_param_count
 from imgcls.models.registry import create_model, get_model_entry
 from imgcls.recipes import get_recipe, list_recipes
 from imgcls.summary import build_for_summary
-from imgcls.training.fit import model_spec
+from imgcls.recipes import model_spec
 from imgcls.training.module import ClassifierModule
 
 pytestmark = pytest.mark.usefixtures("isolated_cache", "one_thread")

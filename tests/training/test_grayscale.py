@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 import imgcls
 from imgcls.cli import app
 from imgcls.data.decode import load_image
-from imgcls.runs import RUN_DIR_ENV
+from imgcls.run.folder import RUN_DIR_ENV
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()

@@ -26,7 +26,8 @@ from typer.testing import CliRunner
 import imgcls
 from imgcls.cli import app
 from imgcls.errors import ImgclsError
-from imgcls.training import fit
+from imgcls.run import Run
+from imgcls.training import driver, plain
 from imgcls.training.callbacks import HISTORY_COLUMNS
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow, pytest.mark.usefixtures("imgcls_env")]
@@ -342,7 +343,7 @@ def test_ctrl_c_says_how_to_resume(cats_dogs_subset, tmp_path: Path, imgcls_env:
     assert process.returncode not in (0, None), out + err
     assert "Traceback" not in err, err
     assert f"imgcls train --resume {run}\n" in err, err  # one line: copy-paste works
-    assert fit.newest_checkpoint(run) is not None  # interrupted.ckpt, or last.ckpt if the epoch's batches were done
+    assert Run(run).resume_checkpoint("train") is not None  # interrupted.ckpt, or last.ckpt if the epoch's batches were done
     assert not (run / "model.safetensors").exists()
 
     resume_with_cli(run)
@@ -380,25 +381,25 @@ def test_interrupted_epoch_resumes_to_a_complete_history(
     """Every row has its training and validation metrics, wherever in the epoch Ctrl-C came
     (Lightning would resume a checkpoint taken after the last batch without validating)."""
     data = cats_dogs_subset("data", train=16, val=8)
-    make_trainer = fit.make_trainer
+    make_trainer = plain.make_trainer
 
     def interrupting_trainer(*args, **kwargs) -> L.Trainer:
         trainer = make_trainer(*args, **kwargs)
         trainer.callbacks.append(CtrlCInEpochOne(when))
         return trainer
 
-    monkeypatch.setattr(fit, "make_trainer", interrupting_trainer)
+    monkeypatch.setattr(plain, "make_trainer", interrupting_trainer)
     with pytest.raises(ImgclsError, match="imgcls train --resume"):
         imgcls.train(data, "seed-basic-cnn", out=tmp_path / "runs", seed=7, **{**TINY, "epochs": 3})
     monkeypatch.undo()
     run = tmp_path / "runs" / "seed-basic-cnn"
-    assert [int(r["epoch"]) for r in history(run)] == [0]
+    assert [int(r["epoch"]) for r in history(run)] == [1]  # epochs count from 1
     assert (run / "checkpoints" / "interrupted.ckpt").is_file() == (when == "mid-epoch")
 
-    fit.resume(run, progress=False)
+    driver.resume(run, progress=False)
 
     rows = history(run)
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2], rows
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3], rows
     for row in rows:
         assert math.isfinite(float(row["loss"])) and 0 <= float(row["accuracy"]) <= 1, row
         assert math.isfinite(float(row["val_loss"])) and 0 <= float(row["val_accuracy"]) <= 1, row

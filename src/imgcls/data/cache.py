@@ -19,6 +19,7 @@ import torch
 
 from imgcls.data.decode import BadImageError, load_image
 from imgcls.data.download import cache_dir
+from imgcls.progress import progress_bar
 
 CACHE_VERSION = 1
 
@@ -110,8 +111,10 @@ def decode_all(
     settings: DecodeSettings,
     cache: ImageCache | None = None,
     workers: int | None = None,
+    progress: str | None = None,
 ) -> DecodedImages:
-    """Decode (or fetch from cache) every image in parallel threads; bad files are skipped, not fatal."""
+    """Decode (or fetch from cache) every image in parallel threads; bad files are skipped, not fatal.
+    `progress`: the title of a progress bar on stderr (none by default)."""
     cache = cache or ImageCache(settings)
 
     def load(path: Path) -> np.ndarray | BadImageError:
@@ -120,8 +123,14 @@ def decode_all(
         except BadImageError as error:
             return error
 
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        results = list(pool.map(load, paths))
+    results: list[np.ndarray | BadImageError] = []
+    with (
+        ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool,
+        progress_bar(progress is not None, progress or "", len(paths)) as advance,
+    ):
+        for result in pool.map(load, paths):
+            results.append(result)
+            advance(1)
     height, width = settings.size
     good = [i for i, r in enumerate(results) if isinstance(r, np.ndarray)]
     stacked = np.empty((len(good), height, width, settings.channels), dtype=np.uint8)

@@ -10,58 +10,28 @@ decoded pixels also give a 256-bit difference hash (dHash) for near-duplicates:
 - near-duplicates: dHash Hamming distance <= `near_threshold` (re-encoded, resized, recompressed
   copies). They are reported as warnings, because a perceptual hash can only suggest.
 
-The default threshold (24 of 256 bits) was chosen on the 3000 real photos of the shared
-cats_vs_dogs set: the one known duplicate photo (train/dog/dog.74.jpg vs dog.180.jpg) is at
-distance 7, while the closest of the ~4.5 million unrelated pairs is at 60 (mean 127, sd 10.5).
-On 300 of those photos, re-encoding at JPEG quality 30 moved the hash by at most 23 bits, resizing
-to 0.6x plus quality 40 by at most 21, squashing to 224x224 by at most 19. Crops are not caught.
+The threshold and the hashing are explained in `imgcls.data.hashing`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
 import time
-import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from imgcls.data.cache import ArrayStore, cache_key
-from imgcls.data.decode import MAX_PIXELS, BadImageError, display_path, load_image
-from imgcls.data.discover import discover
-from imgcls.data.download import cache_dir
+from imgcls.data.discover import Dataset, discover
+from imgcls.data.hashing import HASH_BITS, NEAR_THRESHOLD, Inspected, inspect_files, near_pairs
 from imgcls.data.labels import LabelOptions
+from imgcls.files import display_path, shown_path
 
-HASH_SIZE = 16  # dHash on a 17x16 grayscale thumbnail: 16*16 = 256 bits
-HASH_BITS = HASH_SIZE * HASH_SIZE
-NEAR_THRESHOLD = 24  # Hamming distance out of 256 bits; see the module docstring
 IMBALANCE_LIMIT = 1.5  # largest/smallest train class above this is flagged
 MAX_NEAR_PAIRS = 1000  # near-duplicate pairs kept in the report (closest first); the total is always given
-_PAIR_BLOCK = 1 << 22  # hash words compared per numpy step (bounds memory to ~32 MB)
-
-
-@dataclass
-class _Inspected:
-    """What one pass over a file's bytes found."""
-
-    nbytes: int | None = None
-    sha256: str | None = None
-    format: str | None = None
-    width: int | None = None
-    height: int | None = None
-    dhash: np.ndarray | None = None  # (HASH_BITS // 64,) uint64
-    reason: str | None = None  # set when the file cannot be used
 
 
 def check_dataset(
-    data: str | Path,
+    data: str | Path | Dataset | None,
     val_split: float = 0.2,
     seed: int = 0,
     data_dir: Path | None = None,
@@ -73,12 +43,16 @@ def check_dataset(
     """Inspect every image of DATA and return a JSON-serialisable report (see module docstring).
 
     `near_limit`: skip the all-pairs near-duplicate search above this many images (it grows with
-    the square of the count: minutes for MNIST's 70,000); a note says so."""
+    the square of the count: minutes for MNIST's 70,000); a note says so. DATA may be a `Dataset`
+    already discovered (a run's own split): exactly its files are checked."""
     started = time.perf_counter()
-    dataset = discover(data, val_split=val_split, seed=seed, data_dir=data_dir, labels=labels)
+    if isinstance(data, Dataset):
+        dataset = data
+    else:
+        dataset = discover(data, val_split=val_split, seed=seed, data_dir=data_dir, labels=labels)
     root, classes = dataset.root, dataset.classes
     files = [
-        {"path": _relative(sample.path, root), "split": split, "class": classes[sample.label]}
+        {"path": shown_path(sample.path, root), "split": split, "class": classes[sample.label]}
         for split, samples in dataset.splits.items()
         for sample in samples
     ]
@@ -102,7 +76,7 @@ def check_dataset(
         "formats": dict(Counter(results[i].format or "unknown" for i in readable).most_common()),
         "sizes": _sizes([results[i] for i in readable]),
         "unreadable": [{**files[i], "reason": r.reason} for i, r in enumerate(results) if r.reason is not None],
-        "unlabelled": [_relative(path, root) for path in dataset.unlabelled],  # no label in the name / CSV
+        "unlabelled": [shown_path(path, root) for path in dataset.unlabelled],  # no label in the name / CSV
         "exact_duplicates": _exact_duplicates(files, results),
         "near_threshold": int(near_threshold),
         "hash": f"dhash-{HASH_BITS}",
@@ -123,138 +97,10 @@ def check_dataset(
     return report
 
 
-# --------------------------------------------------------------------------- reading and hashing
-
-
-class _CheckCacheTag:
-    """Cache identity of a file's check results (see `cache_key`): bump the version when they change."""
-
-    @staticmethod
-    def tag() -> str:
-        return f"check-v1-dhash{HASH_BITS}"
-
-
-def inspect_files(paths: list[Path], workers: int | None = None) -> list[_Inspected]:
-    """Read, hash and decode every file once, in threads (hashlib and Pillow release the GIL).
-
-    Results of readable files are cached under path + size + mtime, so a second check (and the
-    report written after every training) costs a stat and a tiny read per file."""
-    workers = workers or min(16, 2 * (os.cpu_count() or 1))
-    store = ArrayStore(cache_dir() / "check")
-
-    def inspect(path: Path) -> _Inspected:
-        return _inspect_cached(path, store)
-
-    with warnings.catch_warnings():  # huge declared sizes are reported below, not warned about
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        if workers <= 1 or len(paths) < 2:
-            results = [inspect(p) for p in paths]
-        else:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgcls-check") as pool:
-                results = list(pool.map(inspect, paths))
-    for path, result in zip(paths, results, strict=True):
-        if result.reason == _RETRY:  # rare: ask load_image itself, from the path, for the exact reason
-            result.reason = _reason_from_path(path)
-    return results
-
-
-_RETRY = "\0retry"
-
-
-def _inspect_cached(path: Path, store: ArrayStore) -> _Inspected:
-    key = cache_key(path, _CheckCacheTag) if os.access(path, os.R_OK) else None
-    record = store.load(key) if key else None
-    if record is not None and record.dtype == np.uint64 and record.shape == (8 + HASH_BITS // 64,):
-        return _Inspected(
-            nbytes=int(record[0]),
-            width=int(record[1]),
-            height=int(record[2]),
-            format=record[3:4].tobytes().rstrip(b"\0").decode("ascii") or None,
-            sha256=record[4:8].tobytes().hex(),
-            dhash=record[8:].copy(),
-        )
-    result = _inspect(path)
-    if key and result.reason is None:  # failures are re-examined every time (permissions change no mtime)
-        fmt = (result.format or "").encode("ascii", "replace")[:8].ljust(8, b"\0")
-        header = np.array([result.nbytes, result.width, result.height], dtype=np.uint64)
-        words = [header, np.frombuffer(fmt, np.uint64), np.frombuffer(bytes.fromhex(result.sha256), np.uint64)]
-        store.store(key, np.concatenate([*words, result.dhash.astype(np.uint64)]))
-    return result
-
-
-def _inspect(path: Path) -> _Inspected:
-    result = _Inspected()
-    try:
-        data = path.read_bytes()
-    except OSError:
-        result.reason = _RETRY
-        return result
-    result.nbytes = len(data)
-    result.sha256 = hashlib.sha256(data).hexdigest()
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise BadImageError(path, "too large")  # load_image(path) refuses it before decoding
-            result.format = img.format
-            gray = load_image(img, channels=1)[:, :, 0]  # full decode, EXIF orientation applied
-    except Exception:  # noqa: BLE001 - any failure: the path-based load_image gives the canonical reason
-        result.reason = _RETRY
-        return result
-    result.height, result.width = (int(n) for n in gray.shape)
-    result.dhash = dhash(gray)
-    return result
-
-
-def _reason_from_path(path: Path) -> str:
-    try:
-        load_image(path, channels=1)
-    except BadImageError as error:
-        return error.reason
-    except Exception as error:  # noqa: BLE001 - report, never crash the check
-        return f"cannot decode ({type(error).__name__}: {error})"
-    return "could not be read consistently (changed while checking?)"
-
-
-def dhash(gray: np.ndarray, hash_size: int = HASH_SIZE) -> np.ndarray:
-    """Difference hash of a 2-D uint8 image: signs of horizontal gradients on a small thumbnail.
-
-    Returned as `hash_size**2 // 64` uint64 words (at least one), for fast XOR + popcount.
-    Lanczos keeps the thumbnail stable across resizes and recompression; `reducing_gap` first
-    shrinks by an integer factor, which makes it about 6x faster with nearly the same hash.
-    """
-    thumb = Image.fromarray(np.ascontiguousarray(gray)).resize(
-        (hash_size + 1, hash_size), Image.Resampling.LANCZOS, reducing_gap=3.0
-    )
-    pixels = np.asarray(thumb, dtype=np.int16)
-    bits = (pixels[:, 1:] > pixels[:, :-1]).ravel()
-    packed = np.packbits(bits)
-    packed = np.pad(packed, (0, -len(packed) % 8))
-    return packed.view(">u8").astype(np.uint64)
-
-
-def hamming(a: np.ndarray, b: np.ndarray) -> int:
-    return int(popcount(np.bitwise_xor(a, b)).sum())
-
-
-_POPCOUNT8 = np.array([bin(n).count("1") for n in range(256)], dtype=np.uint8)
-
-
-def popcount(words: np.ndarray) -> np.ndarray:
-    """Set bits of each uint64 (uint8 result); numpy >= 2 has it built in, 1.26 uses a table."""
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(words)
-    return _popcount_table(words)
-
-
-def _popcount_table(words: np.ndarray) -> np.ndarray:
-    words = np.ascontiguousarray(words, dtype=np.uint64)
-    return _POPCOUNT8[words.view(np.uint8)].reshape(*words.shape, 8).sum(axis=-1, dtype=np.uint8)
-
-
 # --------------------------------------------------------------------------- findings
 
 
-def _exact_duplicates(files: list[dict], results: list[_Inspected]) -> list[dict]:
+def _exact_duplicates(files: list[dict], results: list[Inspected]) -> list[dict]:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, result in enumerate(results):
         if result.sha256 is not None:
@@ -276,7 +122,7 @@ def _exact_duplicates(files: list[dict], results: list[_Inspected]) -> list[dict
     return found
 
 
-def _near_duplicates(files: list[dict], results: list[_Inspected], threshold: int) -> tuple[list[dict], int]:
+def _near_duplicates(files: list[dict], results: list[Inspected], threshold: int) -> tuple[list[dict], int]:
     """Pairs of different contents whose dHash differ by <= threshold bits (all pairs, blockwise)."""
     index = [i for i, r in enumerate(results) if r.dhash is not None]
     if len(index) < 2:
@@ -318,30 +164,13 @@ def _near_duplicates(files: list[dict], results: list[_Inspected], threshold: in
     return pairs[:MAX_NEAR_PAIRS], total
 
 
-def near_pairs(hashes: np.ndarray, threshold: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Every pair i < j of rows of `hashes` (n, words) within `threshold` bits, uncapped.
-
-    Yields blocks of (i, j, distance) int arrays; each block compares a few rows with the rows
-    after them, so memory stays bounded (`_PAIR_BLOCK`) however many images there are."""
-    n, words = hashes.shape
-    block = max(1, _PAIR_BLOCK // (n * words))
-    for start in range(0, n - 1, block):
-        rows = hashes[start : start + block]
-        distance = popcount(rows[:, None, :] ^ hashes[None, start:, :]).sum(axis=2, dtype=np.uint16)
-        r, c = np.nonzero(distance <= threshold)
-        keep = c > r
-        r, c = r[keep], c[keep]
-        if len(r):
-            yield r + start, c + start, distance[r, c].astype(np.int32)
-
-
 def _closest(found_i: list, found_j: list, found_d: list) -> tuple[list, list, list]:
     i, j, d = (np.concatenate(x) for x in (found_i, found_j, found_d))
     order = np.argsort(d, kind="stable")[: 2 * MAX_NEAR_PAIRS]
     return [i[order]], [j[order]], [d[order]]
 
 
-def _sizes(results: list[_Inspected]) -> dict:
+def _sizes(results: list[Inspected]) -> dict:
     def stats(values: list[int]) -> dict:
         if not values:
             return {"min": None, "median": None, "max": None}
@@ -427,13 +256,6 @@ def _problems(report: dict) -> tuple[list[str], list[str]]:
             f"(> {IMBALANCE_LIMIT:g}); consider --class-weights auto"
         )
     return errors, warnings
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return display_path(path.relative_to(root))
-    except ValueError:
-        return display_path(path)
 
 
 # --------------------------------------------------------------------------- printing

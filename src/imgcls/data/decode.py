@@ -7,12 +7,13 @@ turned into `BadImageError` with a reason (never a crash).
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from imgcls.files import display_path
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 MAX_PIXELS = 89_478_485  # Pillow's own bomb limit: larger declared sizes are refused, not decoded
@@ -26,11 +27,6 @@ class BadImageError(Exception):
         super().__init__(f"{display_path(path)}: {reason}")
         self.path = Path(path)
         self.reason = reason
-
-
-def display_path(path: Path | str) -> str:
-    """A printable path even when the file name is not valid UTF-8."""
-    return os.fsdecode(os.fsencode(path)).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def is_image_file(path: Path) -> bool:

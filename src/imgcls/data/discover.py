@@ -10,7 +10,6 @@ Accepted layouts (the same as Keras, Ultralytics and torchvision's ImageFolder):
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from imgcls.data.decode import display_path, is_image_file
+from imgcls.data.decode import is_image_file
 from imgcls.data.labels import LabelOptions, labels_from_csv, labels_from_names
 from imgcls.errors import DataError
+from imgcls.files import display_path
 
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
 
@@ -41,10 +41,19 @@ class Dataset:
     source: str = "folders"  # folders | csv | names: splits as given; "...val_split=F,seed=N": made here
     notes: list[str] = field(default_factory=list)
     unlabelled: list[Path] = field(default_factory=list)  # skipped: no label in the name, or a missing CSV file
+    labels: LabelOptions | None = None  # where labels came from, when not from class folders
 
     @property
     def split_is_generated(self) -> bool:
         return "val_split=" in self.source
+
+    def pooled(self) -> list[Sample]:
+        """Every sample of every split, in path order: for a look at all the data at once."""
+        return sorted((s for samples in self.splits.values() for s in samples), key=lambda s: str(s.path))
+
+    @property
+    def size(self) -> int:
+        return sum(map(len, self.splits.values()))
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {
@@ -58,6 +67,7 @@ class Dataset:
             "root": str(self.root),
             "classes": self.classes,
             "source": self.source,
+            "labels": self.labels.as_dict() if self.labels else None,
             "splits": {
                 name: [[_relative(s.path, self.root), s.label] for s in samples]
                 for name, samples in self.splits.items()
@@ -140,7 +150,7 @@ def _labelled(root: Path, labels: LabelOptions, val_split: float, seed: int) -> 
         splits["train"], splits["val"] = stratified_split(splits["train"], val_split, seed)
         source = f"{kind},val_split={val_split},seed={seed}"
     splits = {name: members for name, members in splits.items() if members}
-    return Dataset(root, classes, splits, source, notes=found.notes, unlabelled=found.skipped)
+    return Dataset(root, classes, splits, source, notes=found.notes, unlabelled=found.skipped, labels=labels)
 
 
 def _split_of(paths: list[Path], folders: dict[str, Path]) -> list[str]:
@@ -151,11 +161,8 @@ def from_manifest(manifest: dict) -> Dataset:
     """Rebuild the exact split a run was trained on (see `Dataset.split_manifest`)."""
     root = Path(manifest["root"])
     splits = {name: [Sample(root / rel, label) for rel, label in items] for name, items in manifest["splits"].items()}
-    return Dataset(root, list(manifest["classes"]), splits, manifest.get("source", "folders"))
-
-
-def load_manifest(path: Path) -> Dataset:
-    return from_manifest(json.loads(path.read_text()))
+    labels = LabelOptions.from_dict(manifest["labels"]) if manifest.get("labels") else None
+    return Dataset(root, list(manifest["classes"]), splits, manifest.get("source", "folders"), labels=labels)
 
 
 def find_split_dirs(root: Path) -> dict[str, Path]:

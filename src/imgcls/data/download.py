@@ -9,7 +9,6 @@ to do, including how to work on a machine without internet access.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
 import re
@@ -20,10 +19,10 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 from imgcls.errors import DataError
+from imgcls.progress import progress_bar
 
 _CHUNK = 1 << 16
 _USER_AGENT = "imgcls (python urllib)"
@@ -162,7 +161,7 @@ def _stream(
     done = offset
     with (
         open(part, "ab" if offset else "wb") as out,
-        _progress_bar(progress, name, expected, offset) as advance,
+        progress_bar(progress, name, expected, offset, unit="bytes") as advance,
     ):
         while True:
             try:
@@ -182,34 +181,6 @@ def _stream(
             f"The download of {url} stopped after {done} of {expected} bytes (connection closed early). "
             f"The partial file {part} was kept: run the command again to resume."
         )
-
-
-@contextlib.contextmanager
-def _progress_bar(enabled: bool, name: str, total: int | None, completed: int) -> Iterator[Callable[[int], None]]:
-    """Yield an ``advance(nbytes)`` callback; a rich bar on stderr (so stdout stays clean) if enabled."""
-    if not enabled:
-        yield lambda _n: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(name, total=total, completed=completed)
-        yield lambda n: bar.advance(task, n)
 
 
 # --------------------------------------------------------------------------- extract

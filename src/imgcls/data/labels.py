@@ -17,8 +17,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgcls.data.decode import display_path, is_image_file
+from imgcls.data.decode import is_image_file
 from imgcls.errors import DataError
+from imgcls.files import display_path
 
 # class.N.ext (Kaggle), class_N.ext / class-N.ext (Oxford pets): everything before the last number
 DEFAULT_NAME_PATTERN = r"^(.+?)[._-]\d+\.[^.]+$"
@@ -54,6 +55,11 @@ class LabelOptions:
     def as_dict(self) -> dict:
         csv_file = None if self.csv is None else str(self.csv)
         return {"label_from": self.label_from, "pattern": self.pattern, "csv": csv_file}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> LabelOptions:
+        csv_file = values.get("csv")
+        return cls(values.get("label_from", "folder"), values.get("pattern"), Path(csv_file) if csv_file else None)
 
 
 @dataclass

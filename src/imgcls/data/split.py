@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from imgcls.data.check import NEAR_THRESHOLD, inspect_files, near_pairs
-from imgcls.data.decode import display_path
 from imgcls.data.discover import Sample, discover
+from imgcls.data.hashing import NEAR_THRESHOLD, inspect_files, near_pairs
 from imgcls.errors import DataError
+from imgcls.files import display_path, shown_path
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
@@ -110,9 +110,11 @@ def split_dataset(
     samples = _pool(dataset.splits)
     results = inspect_files([s.path for s in samples])
     skipped = [
-        {"path": _relative(s.path, root), "reason": r.reason} for s, r in zip(samples, results, strict=True) if r.reason
+        {"path": shown_path(s.path, root), "reason": r.reason}
+        for s, r in zip(samples, results, strict=True)
+        if r.reason
     ]
-    skipped += [{"path": _relative(path, root), "reason": _unlabelled_reason(path)} for path in dataset.unlabelled]
+    skipped += [{"path": shown_path(path, root), "reason": _unlabelled_reason(path)} for path in dataset.unlabelled]
     readable = [i for i, r in enumerate(results) if r.reason is None]
     samples = [samples[i] for i in readable]
     results = [results[i] for i in readable]
@@ -140,7 +142,7 @@ def split_dataset(
             plan.groups.append(
                 {
                     "split": assignment.get(members[0]),  # None: left out (beyond the counts asked for)
-                    "members": [_relative(samples[i].path, root) for i in members],
+                    "members": [shown_path(samples[i].path, root) for i in members],
                     "classes": sorted(names),
                     "exact": len({results[i].sha256 for i in members}) == 1,
                     "label_conflict": len(names) > 1,
@@ -372,13 +374,6 @@ def _pool(splits: dict[str, list[Sample]]) -> list[Sample]:
 
 def _unlabelled_reason(path: Path) -> str:
     return "no label in its name" if path.exists() else "listed in the CSV but missing"
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return display_path(path.relative_to(root))
-    except ValueError:
-        return display_path(path)
 
 
 # --------------------------------------------------------------------------- printing

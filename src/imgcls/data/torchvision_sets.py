@@ -34,15 +34,16 @@ import urllib.error
 import urllib.parse
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from imgcls.data.decode import display_path
 from imgcls.data.download import cache_dir
 from imgcls.errors import DataError
+from imgcls.files import display_path
+from imgcls.progress import progress_bar
 
 PNG_COMPRESS_LEVEL = 1  # zlib level 1: as small as level 6 on these tiny images, and faster to write
 SOURCE_FILE = ".imgcls-source.json"  # provenance of a materialised folder (discover ignores dot files)
@@ -376,25 +377,11 @@ def _write_split(images: Any, folder: Path, title: str, progress: bool) -> dict[
         return len(indices)
 
     chunks = [range(start, min(start + 500, total)) for start in range(0, total, 500)]
-    with _progress_bar(progress, f"Writing {title} as PNG", total) as advance, ThreadPoolExecutor() as pool:
+    with progress_bar(progress, f"Writing {title} as PNG", total) as advance, ThreadPoolExecutor() as pool:
         for done in pool.map(write, chunks):
             advance(done)
     per_label = Counter(labels)
     return {name: per_label[label] for label, name in enumerate(names)}
-
-
-@contextlib.contextmanager
-def _progress_bar(enabled: bool, title: str, total: int) -> Iterator[Callable[[int], None]]:
-    if not enabled:
-        yield lambda _n: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(title, total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 @contextlib.contextmanager

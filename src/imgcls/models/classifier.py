@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from imgcls.errors import ImgclsError
+from imgcls.files import atomic_path, atomic_write_text
 from imgcls.models.registry import create_model
 
 FORMAT_VERSION = 1
@@ -98,25 +99,45 @@ def probabilities(logits: torch.Tensor, output: str) -> torch.Tensor:
     return torch.softmax(logits.float(), dim=1)
 
 
+@torch.inference_mode()
+def predict_probabilities(model: ImageClassifier, output: str, images: torch.Tensor, batch_size: int = 128):
+    """(N, n_classes) numpy probabilities for (N, C, H, W) uint8 images, in eval mode."""
+    model.eval()
+    chunks = [
+        probabilities(model(images[i : i + batch_size].contiguous(memory_format=torch.channels_last)), output)
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(chunks).numpy() if chunks else torch.zeros(0, 0).numpy()
+
+
 def save_model(folder: Path, model: ImageClassifier, spec: ModelSpec) -> None:
+    """Weights, then the description: both atomically, so a reader never sees half a model."""
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "imgcls", "version": str(FORMAT_VERSION)})
-    (folder / SPEC_FILE).write_text(spec.to_json())
+    with atomic_path(folder / WEIGHTS_FILE) as temporary:
+        save_file(state, str(temporary), metadata={"format": "imgcls", "version": str(FORMAT_VERSION)})
+    atomic_write_text(folder / SPEC_FILE, spec.to_json())
 
 
-def load_model(folder: Path) -> tuple[ImageClassifier, ModelSpec]:
-    """Rebuild the network from `model.json` and fill it from `model.safetensors` (strict)."""
-    spec_path, weights_path = folder / SPEC_FILE, folder / WEIGHTS_FILE
-    for path in (spec_path, weights_path):
-        if not path.is_file():
-            raise ImgclsError(f"{path}: missing; is {folder} a run folder of a finished training?")
+def read_spec(folder: Path) -> ModelSpec:
+    """`model.json` of a folder, checked: a clear message for a missing, damaged or newer file."""
+    spec_path = folder / SPEC_FILE
+    if not spec_path.is_file():
+        raise ImgclsError(f"{spec_path}: missing; is {folder} a run folder of a finished training?")
     try:
         spec = ModelSpec.from_dict(json.loads(spec_path.read_text()))
     except (ValueError, TypeError) as error:
         raise ImgclsError(f"{spec_path}: not a valid model description ({error})") from None
     if spec.format_version > FORMAT_VERSION:
         raise ImgclsError(f"{spec_path}: made by a newer imgcls (format {spec.format_version}); upgrade imgcls")
+    return spec
+
+
+def load_model(folder: Path) -> tuple[ImageClassifier, ModelSpec]:
+    """Rebuild the network from `model.json` and fill it from `model.safetensors` (strict)."""
+    spec, weights_path = read_spec(folder), folder / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise ImgclsError(f"{weights_path}: missing; is {folder} a run folder of a finished training?")
     model = build_classifier(spec)
     model.load_state_dict(load_file(str(weights_path)), strict=True)
     return model.eval(), spec

@@ -36,10 +36,10 @@ from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from imgcls.engine import OnnxModule
 from imgcls.errors import ImgclsError
-from imgcls.export import OnnxModule
 from imgcls.inference import Classifier
-from imgcls.runs import resolve_run
+from imgcls.run import Run
 from imgcls.serve.batching import MicroBatcher, choose_max_batch
 from imgcls.serve.uploads import UploadError, UploadLimit, decode_upload, too_large_message
 
@@ -86,7 +86,7 @@ def create_app_from_environment() -> FastAPI:
 
 
 def build_app(settings: ServeSettings) -> FastAPI:
-    folder = resolve_run(settings.run)
+    folder = Run.open(settings.run)
     classifier = Classifier.load(folder, engine=settings.engine)
     if classifier.onnx is not None:  # between calls, ONNX Runtime's threads must leave the cores to decoding
         classifier.onnx = OnnxModule(classifier.onnx.path, spin=False)
@@ -98,7 +98,7 @@ def build_app(settings: ServeSettings) -> FastAPI:
         model.batcher.close()
 
     app = FastAPI(
-        title=f"imgcls: {folder.resolve().name}",
+        title=f"imgcls: {folder.path.resolve().name}",
         docs_url=None,  # the interactive docs load scripts from a CDN: no internet here
         redoc_url=None,
         lifespan=lifespan,
@@ -135,7 +135,7 @@ def build_app(settings: ServeSettings) -> FastAPI:
 class ModelService:
     """The classifier behind the routes: decode in threads, batch through the worker, explain on request."""
 
-    def __init__(self, classifier: Classifier, folder: Path, settings: ServeSettings):
+    def __init__(self, classifier: Classifier, folder: Run, settings: ServeSettings):
         self.classifier = classifier
         self.settings = settings
         self.decoders = anyio.CapacityLimiter(os.cpu_count() or 1)  # decoding beyond the cores only queues
@@ -251,11 +251,11 @@ async def read_image_bytes(request: Request, max_bytes: int) -> bytes:
     return data
 
 
-def describe_model(classifier: Classifier, folder: Path, settings: ServeSettings, explains: bool) -> dict:
+def describe_model(classifier: Classifier, folder: Run, settings: ServeSettings, explains: bool) -> dict:
     """What `GET /model` says: the model file's contract plus the run's training metrics."""
     spec = classifier.spec
     return {
-        "run": folder.resolve().name,
+        "run": folder.path.resolve().name,
         "architecture": spec.architecture,
         "classes": list(spec.classes),
         "image_size": spec.image_size,
@@ -269,9 +269,9 @@ def describe_model(classifier: Classifier, folder: Path, settings: ServeSettings
     }
 
 
-def _training_metrics(folder: Path) -> dict:
+def _training_metrics(folder: Run) -> dict:
     try:
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = folder.metrics
     except (OSError, ValueError):
         return {}
     return metrics if isinstance(metrics, dict) else {}
@@ -357,7 +357,7 @@ def run_server(run: Path | str, host: str = "127.0.0.1", port: int = 8000, worke
     if workers <= 1:
         uvicorn.run(build_app(chosen), host=host, port=port, log_level="info")
         return
-    Classifier.load(resolve_run(chosen.run), engine=chosen.engine)  # fail here, and export ONNX once, not per worker
+    Classifier.load(Run.open(chosen.run), engine=chosen.engine)  # fail here, and export ONNX once, not per worker
     os.environ[SETTINGS_ENV] = json.dumps(asdict(chosen))
     uvicorn.run("imgcls.serve.app:create_app_from_environment", factory=True, host=host, port=port, workers=workers)
 

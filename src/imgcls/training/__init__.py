@@ -1,0 +1,1 @@
+"""Training: the stage driver (`driver`), its strategies (`plain`, `transfer`) and their shared steps."""

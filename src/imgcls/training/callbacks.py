@@ -1,46 +1,25 @@
-"""Callbacks of every training stage: history.csv rows, best weights kept in memory, Ctrl-C checkpoints."""
+"""Callbacks of every training stage: history rows, best weights kept in memory, Ctrl-C checkpoints, 1-based epochs."""
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import OnExceptionCheckpoint
+from lightning.pytorch.callbacks import OnExceptionCheckpoint, RichProgressBar
 
-HISTORY_COLUMNS = (
-    "stage",  # train | head (on cached features) | fine-tune
-    "epoch",
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "lr",
-    "seconds",
-    "train_images_per_s",
-)
-
-
-def read_history(path: Path) -> list[dict]:
-    """Rows of history.csv: numbers as floats, `stage` as text."""
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return [
-            {k: v if k == "stage" else float(v) for k, v in row.items() if v not in ("", None)}
-            for row in csv.DictReader(handle)
-        ]
+from imgcls.run import read_history, write_history
 
 
 class HistoryWriter(L.Callback):
-    """One row per epoch (rank 0 only), written when the epoch's validation ends: before that
-    epoch's checkpoints, so a run killed in between redoes the epoch instead of losing its row.
-    On resume, rows from the checkpoint's epoch on are dropped."""
+    """One history.csv row per epoch (rank 0 only), epochs counted from 1, written when the epoch's
+    validation ends: before that epoch's checkpoints, so a run killed in between redoes the epoch
+    instead of losing its row. On resume, rows from the checkpoint's epoch on are dropped."""
 
     def __init__(self, path: Path, stage: str = "train"):
         self.path = path
         self.stage = stage
+        self.rows: list[dict] = []
         self._epoch_started = 0.0
         self._images = 0  # trained on in this process this epoch (a resumed epoch counts only its rest)
 
@@ -48,15 +27,11 @@ class HistoryWriter(L.Callback):
         self._epoch_started = time.perf_counter()  # resuming mid-epoch skips on_train_epoch_start
         if not trainer.is_global_zero:
             return
-        kept = [
-            row
-            for row in read_history(self.path)
-            if row.get("stage", "train") != self.stage or row["epoch"] < trainer.current_epoch
+        done = trainer.current_epoch  # epochs 1..done are complete
+        self.rows = [
+            row for row in read_history(self.path) if row.get("stage", "train") != self.stage or row["epoch"] <= done
         ]
-        with self.path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, HISTORY_COLUMNS)
-            writer.writeheader()
-            writer.writerows({k: _format(row.get(k)) for k in HISTORY_COLUMNS} for row in kept)
+        write_history(self.path, self.rows)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_started = time.perf_counter()
@@ -74,17 +49,18 @@ class HistoryWriter(L.Callback):
             return
         seconds = time.perf_counter() - self._epoch_started
         validation = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("val_loss", "val_accuracy")}
-        row = {
-            "stage": self.stage,
-            "epoch": trainer.current_epoch,
-            **train_metrics,
-            **validation,
-            "lr": trainer.optimizers[0].param_groups[0]["lr"],
-            "seconds": seconds,
-            "train_images_per_s": self._images / seconds if self._images else None,
-        }
-        with self.path.open("a", newline="") as handle:
-            csv.DictWriter(handle, HISTORY_COLUMNS).writerow({k: _format(row.get(k)) for k in HISTORY_COLUMNS})
+        self.rows.append(
+            {
+                "stage": self.stage,
+                "epoch": trainer.current_epoch + 1,
+                **train_metrics,
+                **validation,
+                "lr": trainer.optimizers[0].param_groups[0]["lr"],
+                "seconds": seconds,
+                "train_images_per_s": self._images / seconds if self._images else None,
+            }
+        )
+        write_history(self.path, self.rows)
 
 
 class InterruptCheckpoint(OnExceptionCheckpoint):
@@ -96,14 +72,6 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
         started = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # what Lightning's resume counts
         if started < trainer.num_training_batches:
             super().on_exception(trainer, pl_module, exception)
-
-
-def _format(value: float | str | None) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return str(int(value)) if float(value).is_integer() and abs(value) < 1e9 else f"{value:.6g}"
 
 
 MONITORS = {"val_loss": "min", "val_accuracy": "max"}  # what "best epoch" can mean, and its direction
@@ -125,15 +93,24 @@ class BestWeightsInMemory(L.Callback):
     def __init__(self, monitor: str = "val_loss"):
         self.monitor = monitor
         self.best_score: float | None = None
+        self.best_epoch: int | None = None  # from 1
         self.best_state: dict | None = None
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         score = trainer.callback_metrics.get(self.monitor)
         if trainer.sanity_checking or score is None or not is_better(float(score), self.best_score, self.monitor):
             return
-        self.best_score = float(score)
+        self.best_score, self.best_epoch = float(score), trainer.current_epoch + 1
         self.best_state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.best_state is not None:
             pl_module.load_state_dict(self.best_state)
+
+
+class EpochProgressBar(RichProgressBar):
+    """Lightning's rich bar with epochs counted from 1, as history.csv and curves.png count them."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = f"Epoch {current_epoch + 1}/{self.trainer.max_epochs}"
+        return f"{description:{len(self.validation_description)}}"

@@ -1,9 +1,12 @@
-"""Two-stage transfer learning, like the seeds and fastai, but fast on a CPU.
+"""The transfer strategy, like the seeds and fastai but fast on a CPU, in two stages:
 
-1. Feature extraction: the pretrained backbone is frozen; its features are computed once per
-   image and view (ONNX Runtime, disk cache) and the head trains on them in seconds.
-2. Fine-tuning (`recipe.fine_tune`): unfreeze the last blocks (or everything after a named
-   layer), keep batch-norm statistics of the frozen part, train on images at a low rate.
+1. "head": the pretrained backbone is frozen; its features are computed once per image and view
+   (ONNX Runtime, disk cache) and the head trains on them in seconds. Saved as `head-best.ckpt`
+   with its score, so `--resume` never recomputes it.
+2. "fine-tune" (`recipe.fine_tune`): unfreeze the last blocks (or everything after a named layer),
+   keep batch-norm statistics, train on images at a low rate, at `fine_tune_image_size` when set
+   (progressive resizing). Checkpoints every epoch; `--resume` continues it. The better of the two
+   stages on `recipe.monitor` is kept, and the run says which.
 """
 
 from __future__ import annotations
@@ -11,55 +14,102 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from pathlib import Path
 
 import lightning as L
 import torch
 
 from imgcls.data.cache import DecodeSettings
-from imgcls.data.discover import Dataset
 from imgcls.data.loaders import make_loader
-from imgcls.evaluation import predict_probabilities
+from imgcls.errors import ImgclsError
 from imgcls.features import FeatureExtractor, FeatureSet
 from imgcls.models.backbones import load_pretrained, set_trainable
-from imgcls.models.classifier import probabilities
-from imgcls.recipes import Recipe
+from imgcls.models.classifier import predict_probabilities, probabilities
+from imgcls.models.transfer import feature_shape
+from imgcls.recipes import model_spec
 from imgcls.training.callbacks import BestWeightsInMemory, is_better
-from imgcls.training.fit import (
-    TrainOptions,
-    class_weights,
+from imgcls.training.module import ClassifierModule
+from imgcls.training.steps import (
+    Job,
     decode_splits,
     finish_run,
     image_loaders,
+    job_class_weights,
     load_best,
+    load_stage,
     make_trainer,
-    model_spec,
     report_readable,
     run_trainer,
+    save_stage,
 )
-from imgcls.training.module import ClassifierModule
 
 log = logging.getLogger("imgcls")
 
 
-def fit_transfer(run: Path, dataset: Dataset, recipe: Recipe, options: TrainOptions) -> Path:
+def fit_transfer(job: Job, resume: bool) -> None:
+    run, recipe, options = job.run, job.recipe, job.options
     L.seed_everything(options.seed, workers=True, verbose=False)
-    spec = model_spec(recipe, dataset.classes)
-    n_train = len(dataset.splits["train"]) * recipe.views
+    spec = model_spec(recipe, job.dataset.classes)
+    n_train = len(job.dataset.splits["train"]) * recipe.views
     module = ClassifierModule(
         spec=dataclasses.asdict(spec),
         recipe=recipe.as_dict(),
         steps_per_epoch=math.ceil(n_train / recipe.batch_size),
+        class_weights=job_class_weights(job),
         stage="head",
     )
-    backbone = module.model.net.backbone
-    source = load_pretrained(recipe.model_args["backbone"], backbone, recipe.weights)
-    log.info("backbone %s: weights from %s", recipe.model_args["backbone"], source)
+    head_file = run.checkpoint("head", "best")
+    features = None
+    if resume and head_file.is_file():
+        head_score, head_epoch = load_stage(head_file, module)
+        log.info("stage 1 (head) is done: restored from the run's %s", head_file.name)
+    else:
+        features = _extract(job, module)
+        head_score, head_epoch = _train_head(job, module, features)
+        save_stage(head_file, module, head_score, head_epoch)
+    if recipe.fine_tune:
+        _fine_tune(job, module, head_score, head_epoch, run.resume_checkpoint("fine-tune") if resume else None)
+        return
+    split = features[job.eval_split] if features else _extract(job, module, splits=(job.eval_split,))[job.eval_split]
+    with torch.inference_mode():
+        logits = module.model.net.head.eval()(split.features[:, 0])
+    probs = probabilities(logits, spec.output).numpy()
+    finish_run(job, module.model, spec, probs, split.labels.numpy(), {"stage": "head", "epoch": head_epoch})
 
-    features = extract_splits(backbone, dataset, recipe)
-    report_readable(dataset, {name: (f.labels, f.skipped) for name, f in features.items()}, run)
-    if options.class_weights:
-        module.class_weights = torch.tensor(class_weights(features["train"].labels, len(dataset.classes)))
+
+def _extract(job: Job, module: ClassifierModule, splits: tuple[str, ...] | None = None) -> dict[str, FeatureSet]:
+    """Backbone features of every split (or `splits`): `recipe.views` views of training images, the
+    plain view elsewhere. Loads the pretrained weights first unless the module holds trained ones."""
+    recipe, backbone = job.recipe, module.model.net.backbone
+    name = recipe.model_args["backbone"]
+    if splits is None:
+        source = load_pretrained(name, backbone, recipe.weights)
+        log.info("backbone %s: weights from %s", name, source)
+    decode = DecodeSettings((recipe.image_size, recipe.image_size), 3, recipe.resize)
+    extractor = FeatureExtractor(backbone, decode, recipe.mean, recipe.std, recipe.augment)
+    found = {}
+    for split, samples in job.dataset.splits.items():
+        if splits is not None and split not in splits:
+            continue
+        views = recipe.views if split == "train" else 1
+        title = f"stage 1: features of {len(samples):,} {split} photos, {name} at {recipe.image_size} px"
+        if views > 1:
+            title += f", {views} views"
+        log.info("%s", title)
+        found[split] = extractor.extract(
+            [s.path for s in samples],
+            [s.label for s in samples],
+            views,
+            progress=title if job.options.progress else None,
+        )
+    if splits is None:
+        report_readable(job, {name: (f.labels, f.skipped) for name, f in found.items()})
+    return found
+
+
+def _train_head(job: Job, module: ClassifierModule, features: dict[str, FeatureSet]) -> tuple[float | None, int | None]:
+    """Stage 1 on cached features, in one process (seconds: more processes would only add start-up);
+    ends with the best head restored. Returns its score on `recipe.monitor` and its epoch."""
+    recipe, options = job.recipe, job.options
     train, val = features["train"], features["val"]
     train_loader = make_loader(
         train.features.flatten(0, 1),
@@ -69,52 +119,32 @@ def fit_transfer(run: Path, dataset: Dataset, recipe: Recipe, options: TrainOpti
         seed=options.seed,
     )
     val_loader = make_loader(val.features[:, 0], val.labels, 512, shuffle=False)
-    head_trainer = make_trainer(run, recipe, _single_process(options), "head", recipe.epochs, checkpoint_files=False)
-    run_trainer(head_trainer, module, train_loader, val_loader, run, None)  # ends with the best head restored
-    head_trainer.save_checkpoint(run / "checkpoints" / "head-best.ckpt", weights_only=True)
-
-    split = "test" if "test" in features else "val"
-    if recipe.fine_tune:
-        head_best = next(c for c in head_trainer.callbacks if isinstance(c, BestWeightsInMemory)).best_score
-        probs, labels, kept_size = fine_tune(run, module, dataset, recipe, options, split, head_best)
-        spec.image_size = kept_size
-    else:
-        with torch.inference_mode():
-            logits = module.model.net.head.eval()(features[split].features[:, 0])
-        probs, labels = probabilities(logits, spec.output).numpy(), features[split].labels.numpy()
-    finish_run(run, module.model, spec, probs, labels, split)
-    return run
+    log.info("stage 1: training the head on cached features for %d epochs", recipe.epochs)
+    trainer = make_trainer(job, "head", recipe.epochs, checkpoint_files=False, single_process=True)
+    run_trainer(job, trainer, module, (train_loader, val_loader), "head", None)
+    best = next(c for c in trainer.callbacks if isinstance(c, BestWeightsInMemory))
+    return best.best_score, best.best_epoch
 
 
-def extract_splits(backbone: torch.nn.Module, dataset: Dataset, recipe: Recipe) -> dict[str, FeatureSet]:
-    """Backbone features of every split: `recipe.views` views of training images, the plain view elsewhere."""
-    decode = DecodeSettings((recipe.image_size, recipe.image_size), 3, recipe.resize)
-    extractor = FeatureExtractor(backbone, decode, recipe.mean, recipe.std, recipe.augment)
-    return {
-        name: extractor.extract(
-            [s.path for s in samples], [s.label for s in samples], recipe.views if name == "train" else 1
-        )
-        for name, samples in dataset.splits.items()
-    }
-
-
-def fine_tune(
-    run: Path,
-    module: ClassifierModule,
-    dataset: Dataset,
-    recipe: Recipe,
-    options: TrainOptions,
-    split: str,
-    head_best: float | None,
-):
-    """Stage 2 on images, at `fine_tune_image_size` when set (fastai's progressive resizing: the head
-    learnt cheaply on small cached features, the backbone adapts at full size). Returns probabilities
-    and labels of the evaluation split and the input size of the model kept."""
-    fine_recipe = recipe.override(batch_size=recipe.fine_tune_batch_size, image_size=recipe.fine_tune_image_size)
-    decoded = decode_splits(dataset, fine_recipe, run)
+def _fine_tune(job: Job, module: ClassifierModule, head_score, head_epoch, checkpoint) -> None:
+    """Stage 2 on images; keeps whichever stage scored better and saves the run's result."""
+    run, recipe, options = job.run, job.recipe, job.options
+    tuned = recipe.override(batch_size=recipe.fine_tune_batch_size, image_size=recipe.fine_tune_image_size)
     backbone = module.model.net.backbone
+    if tuned.image_size != recipe.image_size and len(feature_shape(backbone, recipe.image_size)) != 1:
+        raise ImgclsError(
+            f"fine_tune_image_size {tuned.image_size} needs a pooled backbone: this head reads a feature map of "
+            f"{recipe.image_size} px"
+        )
+    decoded = decode_splits(job, tuned)
     unfrozen = set_trainable(backbone, recipe.unfreeze)
-    log.info("fine-tuning backbone blocks: %s", ", ".join(unfrozen) or "none")
+    log.info(
+        "stage 2: fine-tuning %s at %d px for %d epochs%s",
+        ", ".join(unfrozen) or "nothing",
+        tuned.image_size,
+        recipe.fine_tune_epochs,
+        " (resumed)" if checkpoint else "",
+    )
     if hasattr(backbone, "drop_rate"):
         backbone.drop_rate = 0.0  # timm's pre-logits dropout: the head was trained without it
     head_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
@@ -122,23 +152,28 @@ def fine_tune(
     # batch norms are put back into eval mode at every epoch start (ClassifierModule.on_train_epoch_start).
     module.model.train()
     module.stage = "fine-tune"
-    train_loader, val_loader = image_loaders(decoded, fine_recipe, options.seed)
-    module.hparams.steps_per_epoch = len(train_loader)
-    trainer = make_trainer(run, recipe, options, "fine-tune", recipe.fine_tune_epochs)
-    run_trainer(trainer, module, train_loader, val_loader, run, None)
+    loaders = image_loaders(decoded, tuned, options.seed)
+    module.hparams.steps_per_epoch = len(loaders[0])
+    trainer = make_trainer(job, "fine-tune", recipe.fine_tune_epochs)
+    run_trainer(job, trainer, module, loaders, "fine-tune", checkpoint)
     best = trainer.checkpoint_callback.best_model_score
-    kept_size = fine_recipe.image_size
-    if best is not None and is_better(float(best), head_best, recipe.monitor):
-        load_best(module, run / "checkpoints" / "fine-tune-best.ckpt")
-    else:  # the best checkpoint across both stages is kept
-        log.warning("fine-tuning did not beat the head's %s %s: keeping the head-only model", recipe.monitor, head_best)
+    split = job.eval_split
+    if best is not None and is_better(float(best), head_score, recipe.monitor):
+        epoch = load_best(module, run.checkpoint("fine-tune", "best"))
+        kept, kept_recipe = {"stage": "fine-tune", "epoch": epoch}, tuned
+        log.info("stage 2 kept: %s %.4f beats the head's %s", recipe.monitor, float(best), _score(head_score))
+    else:
+        log.warning(
+            "fine-tuning did not beat the head's %s %s: keeping the head-only model", recipe.monitor, _score(head_score)
+        )
         module.load_state_dict(head_state)
-        if kept_size != recipe.image_size:
-            decoded, kept_size = decode_splits(dataset, recipe, None), recipe.image_size
-    probs = predict_probabilities(module.model.cpu(), module.spec.output, decoded[split].images)
-    return probs, decoded[split].labels.numpy(), kept_size
+        kept, kept_recipe = {"stage": "head", "epoch": head_epoch}, recipe
+        if tuned.image_size != recipe.image_size:
+            decoded = decode_splits(job, recipe, write_skipped=False)
+    spec = model_spec(kept_recipe, job.dataset.classes)
+    probs = predict_probabilities(module.model.cpu(), spec.output, decoded[split].images)
+    finish_run(job, module.model, spec, probs, decoded[split].labels.numpy(), kept)
 
 
-def _single_process(options: TrainOptions) -> TrainOptions:
-    """The head on cached features trains in seconds: more processes would only add start-up."""
-    return dataclasses.replace(options, devices=1, strategy="auto", num_nodes=1)
+def _score(value: float | None) -> str:
+    return "(none)" if value is None else f"{value:.4f}"

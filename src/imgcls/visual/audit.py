@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imgcls.data.decode import BadImageError, display_path, load_image
+from imgcls.data.decode import BadImageError, load_image
 from imgcls.evaluation import Mistake, Predictions
+from imgcls.files import display_path
 from imgcls.suspects import Suspect, SuspectReport
 from imgcls.visual import grids
 

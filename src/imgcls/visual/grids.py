@@ -18,6 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from imgcls.files import atomic_path  # noqa: E402
+
 DPI = 100
 
 
@@ -150,7 +152,7 @@ def _standardise(values: np.ndarray) -> np.ndarray:
 
 def _save(figure: Figure, path: Path, title: str) -> Path:
     figure.suptitle(title, fontsize=11)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=DPI, format="png")
     plt.close(figure)
     return path

@@ -16,10 +16,11 @@ import torch
 from torchvision.transforms import v2
 
 from imgcls.augment import Augment, build_transform
-from imgcls.data.decode import BadImageError, display_path, is_image_file, load_image
+from imgcls.data.decode import BadImageError, is_image_file, load_image
 from imgcls.data.labels import LabelOptions
 from imgcls.errors import ImgclsError
-from imgcls.runs import fresh_dir
+from imgcls.files import display_path, fresh_dir
+from imgcls.run import Run
 from imgcls.visual import grids
 
 THUMBNAIL = 256  # pixels: longest side of the photos in sample grids
@@ -182,7 +183,7 @@ def show_activations(
     if prediction.error:
         raise ImgclsError(f"{prediction.source}: {prediction.error}")
     found = activations(classifier, image, layers)
-    folder = fresh_dir(out or Path(run) / "activations", _safe_name(Path(str(image)).stem))
+    folder = fresh_dir(out or Run.open(run).output_dir("activations"), _safe_name(Path(str(image)).stem))
     headline = f"{_short_name(Path(str(image)).name, 40)}: predicted {_top(prediction)}"
     written = Written()
     positions = {name: index for index, name in enumerate(activation_layers(classifier), start=1)}
@@ -220,7 +221,7 @@ def explain_images(
     if class_name is not None and class_name not in classifier.classes:
         raise ImgclsError(f"--class {class_name!r}: the model's classes are {', '.join(classifier.classes)}")
     wanted = None if class_name is None else classifier.classes.index(class_name)
-    folder = out or Path(run) / "explain"
+    folder = out or Run.open(run).output_dir("explain")
     written, overlays, captions = Written(), [], []
     for item in images:
         prediction = classifier.predict([item])[0]

@@ -1,4 +1,4 @@
-"""Figures of a run: training curves (like the seeds' plots), confusion matrix, ROC."""
+"""Figures of a run: training curves (like the seeds' plots), confusion matrix, ROC; each saved atomically."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from imgcls.files import atomic_path  # noqa: E402
 
 
 def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
@@ -25,13 +28,15 @@ def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") ->
                 axis.axvline(index + 0.5, color="grey", linestyle=":", label=f"start of {stages[index]}")
         axis.set_title(f"Training and validation {label.lower()}")
         axis.set_xlabel("Epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole, counted from 1
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
         axis.legend(loc="lower right" if metric == "accuracy" else "upper right")
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
     plt.close(figure)
     return path
 
@@ -59,7 +64,8 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, titl
             fontsize=9,
         )
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
     plt.close(figure)
     return path
 
@@ -74,6 +80,7 @@ def plot_roc(fpr: np.ndarray, tpr: np.ndarray, auc: float, positive: str, path: 
     axis.legend(loc="lower right")
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
     plt.close(figure)
     return path

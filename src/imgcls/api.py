@@ -1,0 +1,111 @@
+"""One way in: `imgcls.train(...)` in Python and `imgcls train` on the command line resolve their
+settings here, the same way, so every CLI option of `train` is a keyword of `imgcls.train`.
+
+Three kinds of settings, one flat namespace (as fastai's and Keras' one-liners take them):
+- recipe fields (`epochs=5`, `image_size=128`, `fine_tune=True`...; see `imgcls recipes`),
+- run options (`out=`, `name=`, `seed=`, `devices=`, `class_weights=`...; `imgcls.run.TrainOptions`),
+- conveniences that set several fields at once: `backbone` (size, mean, std and resize of that
+  backbone), `augment` (True: the seeds' augmentation, False: none), `aug` (Keras-named KEY=VALUE
+  changes), `unfreeze_from`, `channels`, and `label_from` / `label_pattern` / `labels` for data
+  that is not a tree of class folders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from imgcls.augment import Augment, parse_pairs
+from imgcls.data.labels import LabelOptions
+from imgcls.errors import ImgclsError
+from imgcls.progress import console_logging, is_rank_zero
+from imgcls.recipes import DEFAULT_RECIPE, SEED_AUGMENT, Recipe, get_recipe, with_backbone
+from imgcls.run import Run, TrainOptions
+
+DEFAULT_DATA = "cats-vs-dogs"
+OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(TrainOptions))
+RENAMED = {"unfreeze_from": "unfreeze"}  # CLI name -> recipe field
+
+
+def train(
+    data: str | Path | None = None,
+    recipe: str | Recipe | None = None,
+    *,
+    resume: Run | str | Path | None = None,
+    **settings: Any,
+) -> Run:
+    """Train `recipe` (default: the `transfer` recipe) on DATA (default: the built-in cats-vs-dogs)
+    and return the finished `Run`; or continue an interrupted one with `resume=RUN`. `settings`: see
+    the module docstring. Writes report.html at the end unless `report=False`."""
+    from imgcls.training.driver import resume as resume_training
+    from imgcls.training.driver import train as train_run
+
+    if settings.get("progress", True):
+        console_logging()
+    if resume is not None:
+        run = resume_training(resume, progress=settings.get("progress", True))
+        report = settings.get("report", run.options.report)
+    else:
+        chosen, options = resolve(recipe, settings)
+        run = train_run(data if data is not None or options.labels else DEFAULT_DATA, chosen, options)
+        report = options.report
+    if report and is_rank_zero():
+        from imgcls.report import write_report_safely
+
+        write_report_safely(run)
+    return run
+
+
+def resolve(recipe: str | Recipe | None, settings: dict[str, Any]) -> tuple[Recipe, TrainOptions]:
+    """The recipe and run options that `settings` ask for; `None` values mean "as the recipe says"."""
+    settings = {k: v for k, v in settings.items() if v is not None}
+    chosen = recipe if isinstance(recipe, Recipe) else get_recipe(recipe or DEFAULT_RECIPE)
+    options = _options({k: settings.pop(k) for k in list(settings) if k in OPTION_NAMES}, settings)
+    backbone = settings.pop("backbone", None)
+    channels = settings.get("channels")
+    if channels not in (None, 1, 3):
+        raise ImgclsError(f"--channels {channels}: use 1 (grayscale) or 3 (RGB)")
+    settings["augment"] = _augmentation(chosen.augment, settings.pop("augment", None), settings.pop("aug", None))
+    fields = {RENAMED.get(k, k): v for k, v in settings.items()}
+    chosen = chosen.override(**fields)
+    if backbone:
+        if chosen.model != "transfer":
+            raise ImgclsError(f"--backbone needs a transfer recipe; {chosen.name} trains {chosen.model}")
+        chosen = with_backbone(chosen, backbone).override(image_size=fields.get("image_size"))
+    return chosen, options
+
+
+def _options(values: dict[str, Any], settings: dict[str, Any]) -> TrainOptions:
+    """Run options, with the label conveniences and `devices="2"` as the CLI gives it."""
+    label_from = settings.pop("label_from", "folder")
+    pattern = settings.pop("label_pattern", None)
+    labels = values.pop("labels", None)
+    if isinstance(labels, LabelOptions):
+        values["labels"] = labels
+    else:
+        chosen = LabelOptions(label_from, pattern, Path(labels) if labels is not None else None)
+        values["labels"] = None if chosen.is_default else chosen
+    devices = values.get("devices")
+    if isinstance(devices, str) and devices.isdigit():
+        values["devices"] = int(devices)
+    for key in ("out", "data_dir"):
+        if key in values:
+            values[key] = Path(values[key])
+    return TrainOptions(**values)
+
+
+def _augmentation(current: Augment, switch: bool | Augment | dict | None, changes) -> Augment:
+    """`augment=False`: none; `True`: the recipe's, or the seeds' when it has none; an `Augment`/dict:
+    exactly that; then `aug` changes single settings (Keras names)."""
+    if isinstance(switch, Augment):
+        current = switch
+    elif isinstance(switch, dict):
+        current = Augment.from_dict(switch)
+    elif switch is False:
+        current = Augment()
+    elif switch is True and not current.enabled:
+        current = SEED_AUGMENT
+    if changes:
+        current = Augment.from_dict({**current.as_dict(), **parse_pairs(changes)})
+    return current

@@ -1,0 +1,40 @@
+"""The `imgcls` command: typer commands grouped by verb, which call the layers below and hold no logic.
+
+train.py    train, recipes, models, summary
+inspect.py  evaluate, mistakes, report, explain
+data.py     data check, data split, data suspects
+show.py     show samples, show augment, show activations
+ship.py     predict, export, serve
+render.py   every table and message they print
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from imgcls.cli.app import app
+from imgcls.cli.render import err_console
+from imgcls.errors import ImgclsError
+
+COMMAND_MODULES = ("train", "inspect", "ship", "data", "show")  # each adds its commands to `app`; --help order
+for _module in COMMAND_MODULES:
+    importlib.import_module(f"imgcls.cli.{_module}")
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Entry point: user-facing errors become one red message and exit code 2, never a traceback."""
+    from imgcls.progress import console_logging
+
+    console_logging()
+    try:
+        app()
+    except ImgclsError as error:
+        # soft_wrap: no hard line breaks inside paths and commands the user copies from the message
+        err_console.print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)

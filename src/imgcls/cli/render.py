@@ -1,0 +1,164 @@
+"""How the commands show results: rich tables on stdout, messages on stderr, JSON untouched."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Column, Table
+from rich.text import Text
+
+from imgcls.files import shown_path
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value) + "\n")
+
+
+def print_written(written) -> None:
+    """PNG paths on stdout (one per line, for scripts); unusable inputs on stderr."""
+    for path in written.paths:
+        sys.stdout.write(f"{path}\n")
+    for error in written.errors:
+        err_console.print(f"[red]skipped {error}[/red]", highlight=False, soft_wrap=True)
+
+
+def print_wrote(path: Path | None) -> None:
+    if path:
+        console.print(f"Wrote {escape(str(path))}", highlight=False, soft_wrap=True)
+
+
+def print_run_result(run) -> None:
+    """What `imgcls train` says at the end: the kept model's metrics and where everything is."""
+    metrics = run.metrics
+    console.print(
+        f"[bold green]Finished.[/bold green] {metrics['split']} accuracy "
+        f"[bold]{metrics['accuracy']:.2%}[/bold], loss {metrics['loss']:.4f} on {metrics['n_images']} images"
+    )
+    kept = run.kept
+    if kept.get("stage"):
+        console.print(
+            f"Kept: stage {kept['stage']}, epoch {kept.get('epoch')}, {kept.get('image_size')} px "
+            f"(best {kept.get('monitor')})",
+            highlight=False,
+        )
+    console.print(
+        f"Run folder: [bold]{escape(str(run))}[/bold]  (model.safetensors, history.csv, curves.png, metrics.json)",
+        soft_wrap=True,
+    )
+    if run.report_path.is_file():
+        console.print(f"Report: [bold]{escape(str(run.report_path))}[/bold]", soft_wrap=True)
+    print_metrics(metrics, with_headline=False)
+    console.print(f"Next: imgcls evaluate {run}   |   imgcls predict {run} PHOTO.jpg", soft_wrap=True)
+
+
+def print_metrics(metrics: dict, with_headline: bool = True) -> None:
+    if with_headline:
+        console.print(
+            f"[bold]{metrics['n_images']}[/bold] images ({metrics.get('data', '')}): accuracy "
+            f"[bold]{metrics['accuracy']:.2%}[/bold], loss {metrics['loss']:.4f}"
+            + (f", ROC AUC {metrics['roc_auc']:.4f}" if "roc_auc" in metrics else "")
+            + (" (with mirror images: flip TTA)" if metrics.get("flip_tta") else "")
+        )
+    table = Table("class", "precision", "recall", "F1", "support")
+    for name, row in metrics["per_class"].items():
+        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    console.print(table)
+    matrix = Table("true \\ predicted", *metrics["classes"], title="Confusion matrix")
+    for name, row in zip(metrics["classes"], metrics["confusion_matrix"], strict=True):
+        matrix.add_row(name, *map(str, row))
+    console.print(matrix)
+    for key in ("confusion_png", "roc_png"):
+        if key in metrics:
+            console.print(f"Wrote {metrics[key]}")
+
+
+def print_mistakes(summary: dict, found: list, predicted) -> None:
+    console.print(
+        f"[bold]{summary['n_wrong']}[/bold] of {summary['n_images']} images wrong ({escape(predicted.described)})",
+        soft_wrap=True,
+    )
+    table = Table("#", Column("file", overflow="fold"), "true", "predicted", "probability", "loss")
+    for rank, m in enumerate(found, 1):
+        table.add_row(
+            str(rank),
+            Text(shown_path(m.path, predicted.root)),
+            Text(m.true_label),
+            Text(m.predicted_label),
+            f"{m.probability:.1%}",
+            f"{m.loss:.3f}",
+        )
+    console.print(table)
+
+
+def print_suspects(found, shown: list) -> None:
+    console.print(
+        f"{escape(found.data)}: {found.folds} folds on features of {escape(found.features)}; "
+        f"[bold]{found.disagreements}[/bold] label(s) disagree with the out-of-fold prediction",
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = Table("#", Column("file", overflow="fold"), "split", "given label", "model's label", "score")
+    for rank, s in enumerate(shown, 1):
+        style = "red" if s.predicted_label != s.given_label else ""
+        predicted = Text(f"{s.predicted_label} {s.predicted_probability:.1%}", style=style)
+        table.add_row(
+            str(rank), Text(shown_path(s.path, found.root)), s.split, Text(s.given_label), predicted, f"{s.score:.3f}"
+        )
+    console.print(table)
+
+
+def print_predictions(predictions: list, classes: list[str], output_format: str, top_k: int) -> None:
+    """`imgcls predict` results as a table, CSV or JSON on stdout."""
+    if output_format == "json":
+        rows = [
+            {
+                "file": p.source,
+                "label": p.label,
+                "probability": p.probability,
+                "probabilities": p.probabilities,
+                "error": p.error,
+            }
+            for p in predictions
+        ]
+        sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+    elif output_format == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["file", "label", "probability", *classes, "error"])
+        for p in predictions:
+            probabilities = (_fmt(p.probabilities.get(c)) for c in classes)
+            writer.writerow([p.source, p.label or "", _fmt(p.probability), *probabilities, p.error or ""])
+        sys.stdout.write(buffer.getvalue())
+    else:
+        k = max(1, min(top_k, len(classes)))
+        table = Table("file", *(f"top {i + 1}" for i in range(k)), "error")
+        for p in predictions:
+            tops = [f"{label} {prob:.1%}" for label, prob in p.top_k(k)] or [""] * k
+            table.add_row(p.source, *tops, f"[red]{p.error}[/red]" if p.error else "")
+        console.print(table)
+
+
+def print_recipes(recipes: list, default: str) -> None:
+    for r in recipes:
+        marker = " [green](default)[/green]" if r.name == default else ""
+        augment = "augmented" if r.augment.enabled else "no augmentation"
+        console.print(
+            f"[bold]{r.name}[/bold]{marker}: {r.model}, {r.image_size} px, batch {r.batch_size}, {r.epochs} epochs, "
+            f"{r.optimizer} lr {r.lr:g} ({r.schedule}), {augment}",
+            soft_wrap=True,
+        )
+        console.print(f"    {r.description}\n    [dim]expected: {r.expected}[/dim]", soft_wrap=True)
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"

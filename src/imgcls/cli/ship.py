@@ -1,0 +1,86 @@
+"""Commands that put a model to work: `predict`, `export`, `serve`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from imgcls.cli.app import ImagePathsArg, RunArg, app
+from imgcls.cli.render import err_console, print_predictions
+from imgcls.errors import ImgclsError
+
+FORMATS = ("table", "csv", "json")
+
+
+@app.command()
+def predict(
+    run: RunArg,
+    paths: ImagePathsArg,
+    output_format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    top_k: Annotated[int, typer.Option(help="Classes shown per image")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Images per batch (16 is fastest on a 2-core CPU)")] = 16,
+    engine: Annotated[
+        str, typer.Option(help="torch, onnx (RUN/model.onnx, see imgcls export) or auto (onnx, exported when missing)")
+    ] = "auto",
+) -> None:
+    """Predict classes for images; unreadable files get an error row and a non-zero exit code."""
+    from imgcls.inference import Classifier, expand_paths
+
+    if output_format not in FORMATS:
+        raise ImgclsError(f"--format {output_format!r}: use {', '.join(FORMATS)}")
+    classifier = Classifier.load(run, engine=engine)
+    predictions = classifier.predict(expand_paths(paths), batch_size=batch_size)
+    print_predictions(predictions, classifier.classes, output_format, top_k)
+    failed = sum(p.error is not None for p in predictions)
+    if failed:
+        err_console.print(f"[red]{failed} of {len(predictions)} file(s) could not be read[/red]")
+        raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    run: RunArg,
+    export_format: Annotated[str, typer.Option("--format", help="Export format (supported: onnx)")] = "onnx",
+    out: Annotated[Path | None, typer.Option(help="File to write (default: RUN/model.onnx)")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset version")] = 17,
+) -> None:
+    """Export the model: ONNX takes float32 NCHW pixels 0..255 and returns class probabilities;
+    OUT.json next to it describes the preprocessing. Prints the path written."""
+    from imgcls.export import export_model, sidecar_path
+
+    path = export_model(run, export_format, out, opset)
+    sys.stdout.write(f"{path}\n")
+    err_console.print(f"[dim]preprocessing and classes: {sidecar_path(path)}[/dim]", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def serve(
+    run: RunArg,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback only by default)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(help="Server processes, each with its own copy of the model")] = 1,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload in MiB (larger: HTTP 413)")] = 20.0,
+    max_batch: Annotated[
+        str, typer.Option(help="Most images per model call: auto (measured at start: cheapest per image), N, 1 = off")
+    ] = "auto",
+    batch_window_ms: Annotated[
+        float, typer.Option(help="Longest wait for concurrent requests to join a batch, in ms")
+    ] = 3.0,
+    engine: Annotated[str, typer.Option(help="torch, onnx or auto, as for predict")] = "auto",
+) -> None:
+    """Serve RUN as a web page (GET /) and a JSON API (POST /predict, GET /model, GET /health)."""
+    from imgcls.serve import run_server
+
+    run_server(
+        run,
+        host=host,
+        port=port,
+        workers=workers,
+        max_upload_mb=max_upload_mb,
+        max_batch=max_batch,
+        batch_window_ms=batch_window_ms,
+        engine=engine,
+    )

@@ -1,0 +1,75 @@
+"""Paths as users read them, and files written atomically: the base every layer may use.
+
+Atomic = a temporary file in the same folder, flushed to disk, then renamed over the target, so a
+kill, a full disk or a crash at any moment leaves either the old file or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from imgcls.errors import ImgclsError
+
+
+def display_path(path: Path | str) -> str:
+    """A printable path even when the file name is not valid UTF-8."""
+    return os.fsdecode(os.fsencode(path)).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def shown_path(path: Path | str, root: Path | str | None) -> str:
+    """`path` relative to `root` when it lies inside (short tables and manifests), else as it is."""
+    if root is not None:
+        with contextlib.suppress(ValueError):
+            return display_path(Path(path).relative_to(root))
+    return display_path(path)
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path | str) -> Iterator[Path]:
+    """A temporary path beside `target` to write to; renamed over `target` when the block succeeds,
+    removed when it fails. For writers that want a file name (safetensors, matplotlib, torch.save)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        with open(temporary, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(target: Path | str, data: bytes) -> None:
+    with atomic_path(target) as temporary:
+        temporary.write_bytes(data)
+
+
+def atomic_write_text(target: Path | str, text: str) -> None:
+    atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_write_json(target: Path | str, value: Any) -> None:
+    atomic_write_text(target, json.dumps(value, indent=2) + "\n")
+
+
+def fresh_dir(parent: Path, name: str) -> Path:
+    """A new folder `parent/name` (or `name-2`, `-3`...), created now: `mkdir` is atomic, so two
+    processes asking for the same name at once get different folders and nothing existing is reused."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for index in range(1, 10_000):
+        candidate = parent / (name if index == 1 else f"{name}-{index}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise ImgclsError(f"{parent}: too many folders named {name}")

@@ -1,0 +1,61 @@
+"""Progress bars on stderr (stdout stays clean for `--json` and CSV), and which process reports.
+
+One helper for downloads, extraction and feature passes: `with progress_bar(True, "Extracting", n)
+as advance: advance(k)`; disabled, it costs nothing and prints nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+
+
+@contextlib.contextmanager
+def progress_bar(
+    enabled: bool, title: str, total: int | None, completed: int = 0, unit: str = "items"
+) -> Iterator[Callable[[int], None]]:
+    """Yield `advance(n)`; a rich bar with count (or bytes, `unit="bytes"`), rate and time left."""
+    if not enabled:
+        yield lambda _n: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    counted = (DownloadColumn(), TransferSpeedColumn()) if unit == "bytes" else (MofNCompleteColumn(),)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), *counted, TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(title, total=total, completed=completed)
+        yield lambda n: bar.advance(task, n)
+
+
+def is_rank_zero() -> bool:
+    """The process that writes and reports: the only one, or rank 0 of a multi-process training."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def console_logging() -> None:
+    """Show imgcls's messages (stages, warnings) on stderr, once, unless the caller set up its own."""
+    logger = logging.getLogger("imgcls")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(_Formatter())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+class _Formatter(logging.Formatter):
+    """'stage 1: ...' for information, 'WARNING: ...' for the rest."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        return message if record.levelno == logging.INFO else f"{record.levelname}: {message}"

@@ -1,0 +1,46 @@
+"""`TrainOptions`: the settings of one training run that are not part of its recipe."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imgcls.data.labels import LabelOptions
+
+LOCAL_ONLY = ("out", "name", "progress", "report")  # how this process runs, not what the run is
+
+
+@dataclass
+class TrainOptions:
+    out: Path = Path("runs")  # folder of run folders
+    name: str | None = None  # run folder name (default: the recipe's); never overwritten
+    seed: int = 0
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    accelerator: str = "auto"
+    class_weights: str | None = None  # "auto": inverse class frequency
+    data_dir: Path | None = None  # where to look for a built-in dataset
+    labels: LabelOptions | None = None  # file names or a CSV instead of class folders
+    progress: bool = True
+    report: bool = True  # write report.html at the end (a failure there is a warning, not a failed training)
+
+    def as_dict(self) -> dict[str, Any]:
+        """What config.yaml keeps: everything but how this process runs."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in LOCAL_ONLY}
+        values["labels"] = self.labels.as_dict() if self.labels else None
+        values["data_dir"] = None if self.data_dir is None else str(self.data_dir)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], **local: Any) -> TrainOptions:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+        labels = values.pop("labels", None)
+        if labels:
+            values["labels"] = LabelOptions.from_dict(labels)
+        if values.get("data_dir"):
+            values["data_dir"] = Path(values["data_dir"])
+        return cls(**values, **local)

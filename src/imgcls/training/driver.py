@@ -1,0 +1,81 @@
+"""The stage driver: from DATA and a recipe to a finished `Run`, and `--resume` of an interrupted one.
+
+    train / resume  ->  strategy (plain: "train" | transfer: "head" -> "fine-tune")  ->  shared steps
+
+Every stage takes its own checkpoint, so `resume` continues whichever stage was interrupted and
+never recomputes one that finished. The driver writes the run's start (config, split, classes);
+the strategy writes its result (`steps.finish_run`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from imgcls.data.discover import Dataset, discover
+from imgcls.errors import ImgclsError
+from imgcls.progress import is_rank_zero
+from imgcls.recipes import Recipe
+from imgcls.run import Run, TrainOptions
+from imgcls.run.folder import RUN_DIR_ENV
+from imgcls.training.plain import fit_plain
+from imgcls.training.steps import Job
+from imgcls.training.transfer import fit_transfer
+
+Strategy = Callable[[Job, bool], None]
+STRATEGIES: dict[str, Strategy] = {"transfer": fit_transfer}  # by recipe.model; anything else trains whole
+
+
+def strategy_for(recipe: Recipe) -> Strategy:
+    return STRATEGIES.get(recipe.model, fit_plain)
+
+
+def train(data: str | Path | None, recipe: Recipe, options: TrainOptions | None = None) -> Run:
+    """Train `recipe` on DATA into a new run folder (config, model, history, metrics, plots)."""
+    options = options or TrainOptions()
+    dataset = discover(
+        data, recipe.val_split, options.seed, options.data_dir, progress=options.progress, labels=options.labels
+    )
+    run = Run.create(options.out, options.name or recipe.name)
+    if is_rank_zero():
+        run.write_start(run_config(data, dataset, recipe, options), dataset)
+    try:
+        strategy_for(recipe)(Job(run, dataset, recipe, options), False)
+    except ImgclsError:
+        if is_rank_zero():
+            run.discard()  # stopped before training anything (e.g. missing weights): no empty run
+        raise
+    return run
+
+
+def resume(path: Run | Path | str, progress: bool = True) -> Run:
+    """Continue an interrupted run in its own folder, on its own split, from the stage it was in."""
+    run = Run.open(path)
+    if run.kept:
+        raise ImgclsError(f"{run}: this run has finished; train a new one (`imgcls train`), nothing to resume")
+    os.environ[RUN_DIR_ENV] = str(run.path)  # DDP workers join this folder
+    options = dataclasses.replace(run.options, progress=progress)
+    strategy_for(run.recipe)(Job(run, run.dataset, run.recipe, options), True)
+    return run
+
+
+def run_config(data: Any, dataset: Dataset, recipe: Recipe, options: TrainOptions) -> dict[str, Any]:
+    return {
+        "data": {
+            "argument": None if data is None else str(data),
+            "root": dataset.root,
+            "split": dataset.source,
+            "counts": dataset.counts(),
+            "classes": dataset.classes,
+        },
+        "recipe": recipe.as_dict(),
+        "options": options.as_dict(),
+        "torch": str(torch.__version__),
+        "lightning": str(L.__version__),
+    }

@@ -1,0 +1,210 @@
+"""Steps every training strategy shares: decode, load, fit one stage with Lightning, save the result."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from imgcls.augment import build_transform
+from imgcls.data.cache import DecodedImages, DecodeSettings, decode_all
+from imgcls.data.discover import Dataset
+from imgcls.data.loaders import make_loader
+from imgcls.errors import DataError, ImgclsError
+from imgcls.files import atomic_path, display_path
+from imgcls.metrics import classification_metrics
+from imgcls.models.classifier import ModelSpec
+from imgcls.plots import plot_confusion, plot_curves
+from imgcls.recipes import Recipe
+from imgcls.run import Run, TrainOptions
+from imgcls.training.callbacks import (
+    MONITORS,
+    BestWeightsInMemory,
+    EpochProgressBar,
+    HistoryWriter,
+    InterruptCheckpoint,
+)
+from imgcls.training.module import ClassifierModule
+
+log = logging.getLogger("imgcls")
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no GPU/TPU banners or tips
+# InterruptCheckpoint (an OnExceptionCheckpoint) makes Lightning read ckpt_path=None as "last", warning each run
+warnings.filterwarnings("ignore", message=r".*ckpt_path.*", module="lightning")
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # frozen backbone parts, on purpose
+
+
+@dataclass
+class Job:
+    """One training: where it writes, what it learns from, how, and with which run options."""
+
+    run: Run
+    dataset: Dataset
+    recipe: Recipe
+    options: TrainOptions
+
+    @property
+    def eval_split(self) -> str:
+        """Where the kept model is scored: the test split when there is one, else val."""
+        return "test" if "test" in self.dataset.splits else "val"
+
+
+def decode_splits(job: Job, recipe: Recipe, write_skipped: bool = True) -> dict[str, DecodedImages]:
+    """Decode every split once (cache-backed) at `recipe`'s size; report skipped files once."""
+    settings = DecodeSettings((recipe.image_size, recipe.image_size), recipe.channels, recipe.resize)
+    decoded = {}
+    for name, samples in job.dataset.splits.items():
+        title = f"Decoding {len(samples):,} {name} photos at {recipe.image_size} px" if job.options.progress else None
+        decoded[name] = decode_all([s.path for s in samples], [s.label for s in samples], settings, progress=title)
+    report_readable(job, {name: (split.labels, split.skipped) for name, split in decoded.items()}, write_skipped)
+    return decoded
+
+
+def report_readable(job: Job, splits: dict[str, tuple[torch.Tensor, list]], write_skipped: bool = True) -> None:
+    """Warn once about skipped files (listed in the run); stop if a split or class has nothing left."""
+    skipped = [error for _, split_skipped in splits.values() for error in split_skipped]
+    run = job.run if write_skipped else None
+    if run is not None:
+        run.write_skipped(skipped)
+    if skipped:
+        where = " (listed in the run's skipped files)" if run is not None else ""
+        log.warning("skipped %d unreadable image file(s)%s, e.g. %s", len(skipped), where, skipped[0])
+    root = display_path(job.dataset.root)
+    for name, (labels, _) in splits.items():
+        if len(labels) == 0:
+            raise DataError(f"{root}: no readable images in the {name} split")
+    present = set(splits["train"][0].tolist())
+    missing = [c for k, c in enumerate(job.dataset.classes) if k not in present]
+    if missing:
+        raise DataError(f"{root}: no readable training images for class(es) {missing}")
+
+
+def image_loaders(decoded: dict[str, DecodedImages], recipe: Recipe, seed: int):
+    transform = build_transform(recipe.augment, (recipe.image_size, recipe.image_size))
+    train = decoded["train"]
+    return (
+        make_loader(train.images, train.labels, recipe.batch_size, shuffle=True, seed=seed, transform=transform),
+        make_loader(decoded["val"].images, decoded["val"].labels, recipe.batch_size * 2, shuffle=False),
+    )
+
+
+def class_weights(labels: list[int] | torch.Tensor, n_classes: int) -> list[float]:
+    """Inverse frequency, normalised so a balanced dataset gets weight 1 everywhere."""
+    counts = Counter(labels.tolist() if isinstance(labels, torch.Tensor) else labels)
+    total = sum(counts.values())
+    return [total / (n_classes * max(counts.get(k, 0), 1)) for k in range(n_classes)]
+
+
+def job_class_weights(job: Job) -> list[float] | None:
+    """`--class-weights auto`: from the training split as listed (the same on resume)."""
+    if not job.options.class_weights:
+        return None
+    return class_weights([s.label for s in job.dataset.splits["train"]], len(job.dataset.classes))
+
+
+def make_trainer(job: Job, stage: str, epochs: int, checkpoint_files: bool = True, single_process: bool = False):
+    """A Trainer whose checkpoints are the run's `<stage>-best/last/interrupted.ckpt`; without
+    `checkpoint_files` the best weights are kept in memory and restored at the end."""
+    run, recipe, options = job.run, job.recipe, job.options
+    if recipe.monitor not in MONITORS:
+        raise ImgclsError(f"unknown monitor {recipe.monitor!r}: use {' or '.join(MONITORS)}")
+    callbacks: list[L.Callback] = [HistoryWriter(run.history_path, stage)]
+    if checkpoint_files:
+        prefix = run.checkpoint_prefix(stage)
+        best = ModelCheckpoint(
+            dirpath=run.checkpoints_dir,
+            filename=f"{prefix}best",
+            monitor=recipe.monitor,
+            mode=MONITORS[recipe.monitor],
+            save_last=True,
+        )
+        best.CHECKPOINT_NAME_LAST = f"{prefix}last"
+        callbacks += [best, InterruptCheckpoint(run.checkpoints_dir, f"{prefix}interrupted")]
+    else:
+        callbacks.append(BestWeightsInMemory(recipe.monitor))
+    if recipe.early_stopping:
+        callbacks.append(
+            EarlyStopping(monitor=recipe.monitor, mode=MONITORS[recipe.monitor], patience=recipe.early_stopping)
+        )
+    if options.progress:
+        callbacks.append(EpochProgressBar(leave=True))
+    processes: dict[str, Any] = (
+        {"devices": 1, "strategy": "auto", "num_nodes": 1}
+        if single_process
+        else {"devices": options.devices, "strategy": options.strategy, "num_nodes": options.num_nodes}
+    )
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator=options.accelerator,
+        **processes,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=options.progress,
+        enable_model_summary=False,
+        enable_checkpointing=checkpoint_files,  # else Lightning adds its own epoch=N-step=M.ckpt writer
+        num_sanity_val_steps=0,
+        default_root_dir=run.path,
+    )
+
+
+def run_trainer(job: Job, trainer: L.Trainer, module, loaders: tuple, stage: str, ckpt_path: Path | None) -> None:
+    """`trainer.fit`, continuing from `ckpt_path` when given; an interruption says how to go on."""
+    try:
+        trainer.fit(module, *loaders, ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit:
+        # Lightning answers Ctrl-C by saving checkpoints/interrupted.ckpt and calling sys.exit(1)
+        if not trainer.interrupted:
+            raise
+    if trainer.interrupted:
+        if stage == "train" and job.run.resume_checkpoint(stage) is None:
+            raise ImgclsError("training interrupted before its first checkpoint; run the same command again")
+        raise ImgclsError(f"training interrupted; continue it with: imgcls train --resume {job.run}")
+
+
+def load_best(module: ClassifierModule, checkpoint: Path) -> int | None:
+    """The weights of the best epoch on `recipe.monitor` (the seeds' ModelCheckpoint(save_best_only=True));
+    returns that epoch, counted from 1."""
+    if not checkpoint.is_file():
+        return None
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    module.load_state_dict(saved["state_dict"])
+    return int(saved["epoch"]) + 1 if "epoch" in saved else None
+
+
+def save_stage(path: Path, module: ClassifierModule, score: float | None, epoch: int | None) -> None:
+    """A finished stage's weights and score, atomically: `--resume` then skips the stage."""
+    with atomic_path(path) as temporary:
+        torch.save({"state_dict": module.state_dict(), "score": score, "epoch": epoch}, temporary)
+
+
+def load_stage(path: Path, module: ClassifierModule) -> tuple[float | None, int | None]:
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    module.load_state_dict(saved["state_dict"])
+    return saved.get("score"), saved.get("epoch")
+
+
+def finish_run(job: Job, model: torch.nn.Module, spec: ModelSpec, probs, labels, kept: dict) -> None:
+    """Curves and confusion plots, then the model files (safetensors + JSON), metrics on test (else val)
+    and `kept` in config.yaml: a run whose config has `kept` is complete."""
+    run, split = job.run, job.eval_split
+    metrics = {"split": split, **classification_metrics(probs, labels, spec.classes)}
+    spec.metrics = {"accuracy": metrics["accuracy"], "loss": metrics["loss"], "split": split}
+    kept = {**kept, "image_size": spec.image_size, "monitor": job.recipe.monitor}
+    history = run.history
+    if history:
+        plot_curves(history, run.curves_path, title=f"{run.name}: {spec.architecture}")
+    plot_confusion(
+        metrics["confusion_matrix"],
+        spec.classes,
+        run.confusion_path,
+        title=f"Confusion matrix ({split}, accuracy {metrics['accuracy']:.1%})",
+    )
+    run.write_result(model.cpu().eval(), spec, metrics, kept)  # last: a run with `kept` is complete
+    log.info("kept the model of stage %s, epoch %s, at %d px", kept.get("stage"), kept.get("epoch"), spec.image_size)
