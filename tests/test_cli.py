@@ -20,8 +20,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import imgcls
-from imgcls import cli
-from imgcls.cli import app
+from imgcls.cli import app, render
 from imgcls.errors import ImgclsError
 from imgcls.recipes import DEFAULT_RECIPE, list_recipes
 from imgcls.run.folder import RUN_DIR_ENV
@@ -49,7 +48,7 @@ def trained_run(cats_dogs_tree, tmp_path_factory: pytest.TempPathFactory) -> Pat
 @pytest.fixture(autouse=True)
 def _env(imgcls_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Fresh cache for every test, and a wide console so tables are not cut at 80 columns."""
-    monkeypatch.setattr(cli, "console", Console(width=200))
+    monkeypatch.setattr(render, "console", Console(width=200))
 
 
 def invoke(*args: str):

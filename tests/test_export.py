@@ -19,10 +19,10 @@ import torch
 from typer.testing import CliRunner
 
 import imgcls
-from imgcls import export as export_module
+from imgcls import engine
 from imgcls.cli import app
-from imgcls.errors import ImgclsError
 from imgcls.engine import OnnxModule, onnx_session_for
+from imgcls.errors import ImgclsError
 from imgcls.export import describe, export_model, export_onnx
 from imgcls.inference import Classifier
 from imgcls.models.classifier import ImageClassifier, ModelSpec, build_classifier, probabilities, save_model
@@ -261,13 +261,13 @@ class Backbone(torch.nn.Module):
 
 def test_onnx_session_for_exports_once_per_key(isolated_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     exports: list[Path] = []
-    real_export = export_module._export
+    real_export = engine.export_module
 
     def counting(module, example, path, *args, **kwargs):
         exports.append(path)
         return real_export(module, example, path, *args, **kwargs)
 
-    monkeypatch.setattr(export_module, "_export", counting)
+    monkeypatch.setattr(engine, "export_module", counting)
     torch.manual_seed(0)
     backbone = Backbone().eval()
     example = torch.rand(2, 3, 16, 16)

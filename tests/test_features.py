@@ -329,12 +329,12 @@ def test_real_photos(lite0, cats_vs_dogs_dir, tmp_path, caplog, monkeypatch):
 
 
 def test_an_onnx_export_failure_falls_back_to_pytorch(lite0, photos, caplog, monkeypatch):
-    import imgcls.export
+    import imgcls.engine
 
     def broken(*args, **kwargs):
         raise RuntimeError("exporter gap")
 
-    monkeypatch.setattr(imgcls.export, "onnx_session_for", broken)
+    monkeypatch.setattr(imgcls.engine, "onnx_session_for", broken)
     caplog.set_level(logging.WARNING, logger="imgcls")
     extractor = make_extractor(lite0, engine="onnx")
     result = extractor.extract(photos, LABELS, views=2)  # the engine is built on first use

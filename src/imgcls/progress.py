@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator
 
 
@@ -47,10 +48,22 @@ def console_logging() -> None:
     """Show imgcls's messages (stages, warnings) on stderr, once, unless the caller set up its own."""
     logger = logging.getLogger("imgcls")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(_Formatter())
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a message comes (it may be replaced after set-up)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
 
 
 class _Formatter(logging.Formatter):

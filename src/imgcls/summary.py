@@ -11,8 +11,7 @@ from imgcls.models.registry import accepts, create_model, get_model_entry, list_
 
 def build_for_summary(name: str, num_classes: int = 2, image_size: int | None = None) -> tuple[torch.nn.Module, tuple]:
     """The network a recipe (or bare model) trains, with the input shape it sees."""
-    from imgcls.recipes import get_recipe, list_recipes
-    from imgcls.recipes import model_spec
+    from imgcls.recipes import get_recipe, list_recipes, model_spec
 
     if name in {r.name for r in list_recipes()}:
         recipe = get_recipe(name).override(image_size=image_size)

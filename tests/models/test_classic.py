@@ -14,9 +14,8 @@ from imgcls.errors import ImgclsError
 from imgcls.models.classifier import ModelSpec, build_classifier, save_model
 from imgcls.models.keras import keras_param_count
 from imgcls.models.registry import create_model, get_model_entry
-from imgcls.recipes import get_recipe, list_recipes
+from imgcls.recipes import get_recipe, list_recipes, model_spec
 from imgcls.summary import build_for_summary
-from imgcls.recipes import model_spec
 from imgcls.training.module import ClassifierModule
 
 pytestmark = pytest.mark.usefixtures("isolated_cache", "one_thread")

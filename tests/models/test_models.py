@@ -12,8 +12,7 @@ import torch
 
 from imgcls.models.classifier import ModelSpec, build_classifier, load_model, save_model
 from imgcls.models.registry import accepts, create_model, get_model_entry, list_models
-from imgcls.recipes import get_recipe
-from imgcls.recipes import model_spec
+from imgcls.recipes import get_recipe, model_spec
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 

@@ -40,7 +40,7 @@ def test_ddp_two_cpu_processes(cats_dogs_subset, tmp_path: Path, imgcls_env: dic
         assert (run / name).is_file(), name
     with (run / "history.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["epoch"] for r in rows] == ["0"]
+    assert [r["epoch"] for r in rows] == ["1"]
     assert float(rows[0]["loss"]) > 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n_images"] == 8

@@ -26,9 +26,8 @@ from typer.testing import CliRunner
 import imgcls
 from imgcls.cli import app
 from imgcls.errors import ImgclsError
-from imgcls.run import Run
+from imgcls.run import HISTORY_COLUMNS, Run
 from imgcls.training import driver, plain
-from imgcls.training.callbacks import HISTORY_COLUMNS
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow, pytest.mark.usefixtures("imgcls_env")]
 
@@ -59,6 +58,7 @@ def history_header(run: Path) -> list[str]:
 
 
 def digest(folder: Path) -> dict[str, str]:
+    folder = Path(folder)
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
@@ -115,7 +115,7 @@ def resume_with_cli(run: Path) -> None:
 def assert_complete_history(run: Path, epochs: int, started: float) -> None:
     """Epochs 0..epochs-1 once each, with plausible durations (none longer than the whole test)."""
     rows = history(run)
-    assert [int(r["epoch"]) for r in rows] == list(range(epochs)), rows
+    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1)), rows
     elapsed = time.monotonic() - started
     assert all(math.isfinite(float(r["loss"])) and 0 < float(r["seconds"]) < elapsed for r in rows), rows
     assert (run / "model.safetensors").is_file()
@@ -156,7 +156,7 @@ def test_run_folder_contents(first_run: Path, tmp_path: Path) -> None:
 
     assert history_header(run) == list(HISTORY_COLUMNS)
     rows = history(run)
-    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert [r["epoch"] for r in rows] == ["1", "2"]
     for row in rows:
         for column in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"):
             assert math.isfinite(float(row[column])), (column, row)
@@ -200,7 +200,7 @@ def test_scratch_recipe_tiny(cats_dogs_subset, tmp_path: Path) -> None:
     assert run.name == "scratch"
     spec = json.loads((run / "model.json").read_text())
     assert (spec["architecture"], spec["output"], spec["image_size"]) == ("small-resnet", "softmax", 32)
-    assert [r["epoch"] for r in history(run)] == ["0"]
+    assert [r["epoch"] for r in history(run)] == ["1"]
     assert_safetensors(run / "model.safetensors")
     prediction = imgcls.load(run).predict(next((data / "val" / "dog").iterdir()))[0]
     assert sum(prediction.probabilities.values()) == pytest.approx(1, abs=1e-5)
@@ -343,7 +343,8 @@ def test_ctrl_c_says_how_to_resume(cats_dogs_subset, tmp_path: Path, imgcls_env:
     assert process.returncode not in (0, None), out + err
     assert "Traceback" not in err, err
     assert f"imgcls train --resume {run}\n" in err, err  # one line: copy-paste works
-    assert Run(run).resume_checkpoint("train") is not None  # interrupted.ckpt, or last.ckpt if the epoch's batches were done
+    # interrupted.ckpt, or last.ckpt if the epoch's batches were done
+    assert Run(run).resume_checkpoint("train") is not None
     assert not (run / "model.safetensors").exists()
 
     resume_with_cli(run)

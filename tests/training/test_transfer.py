@@ -23,11 +23,11 @@ import imgcls
 import imgcls.data.cache
 import imgcls.data.decode
 from imgcls.errors import ImgclsError
-from imgcls.export import ONNX_FILE
 from imgcls.inference import Classifier
 from imgcls.models.backbones import block_names, create_backbone, load_pretrained, set_trainable
 
 RUN_DIR_ENV = "IMGCLS_RUN_DIR"
+ONNX_FILE = "model.onnx"  # the run-folder contract (docs/run-folder.md)
 IMGCLS = Path(sys.executable).with_name("imgcls")
 TINY = {"image_size": 64, "batch_size": 8, "progress": False}
 VGG16_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -134,7 +134,7 @@ def test_head_run_loads_and_predicts_its_metrics(head_run):
 def test_head_run_history_has_head_rows_only(head_run):
     rows = history(head_run)
     assert [row["stage"] for row in rows] == ["head"] * 3
-    assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
     for row in rows:
         assert float(row["loss"]) > 0 and float(row["val_loss"]) > 0
     checkpoints = sorted(p.name for p in (head_run / "checkpoints").iterdir())

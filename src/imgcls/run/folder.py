@@ -104,7 +104,9 @@ class Run:
         return f"Run({str(self.path)!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Run) and self.path == other.path
+        if isinstance(other, (Run, os.PathLike, str)):
+            return self.path == Path(other)
+        return NotImplemented
 
     def __hash__(self) -> int:
         return hash(self.path)

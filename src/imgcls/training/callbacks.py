@@ -7,7 +7,9 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import OnExceptionCheckpoint, RichProgressBar
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from imgcls.files import atomic_path
 from imgcls.run import read_history, write_history
 
 
@@ -114,3 +116,12 @@ class EpochProgressBar(RichProgressBar):
     def _get_train_description(self, current_epoch: int) -> str:
         description = f"Epoch {current_epoch + 1}/{self.trainer.max_epochs}"
         return f"{description:{len(self.validation_description)}}"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed into place: a kill while saving leaves the
+    previous checkpoint, never a truncated one that `--resume` could not read."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        with atomic_path(path) as temporary:
+            super().save_checkpoint(checkpoint, temporary, storage_options)

@@ -26,6 +26,7 @@ from imgcls.recipes import Recipe
 from imgcls.run import Run, TrainOptions
 from imgcls.training.callbacks import (
     MONITORS,
+    AtomicCheckpointIO,
     BestWeightsInMemory,
     EpochProgressBar,
     HistoryWriter,
@@ -145,6 +146,7 @@ def make_trainer(job: Job, stage: str, epochs: int, checkpoint_files: bool = Tru
         accelerator=options.accelerator,
         **processes,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         logger=False,
         enable_progress_bar=options.progress,
         enable_model_summary=False,

@@ -1,0 +1,85 @@
+"""`imgcls train --resume` after a SIGKILL in the middle of fine-tuning (the default recipe's stage 2):
+it continues stage 2 from its last checkpoint, never recomputes stage 1, and ends as a finished run
+whose model.json, config.yaml and history agree."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from imgcls.run import Run
+
+IMGCLS = Path(sys.executable).with_name("imgcls")
+pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"training ended (exit {process.returncode}) before {path.name} appeared:\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{path} did not appear within {timeout} s")
+        time.sleep(0.02)
+
+
+def history(run: Path) -> list[tuple[str, int]]:
+    with (run / "history.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        assert row["loss"] and row["val_loss"], row  # every row complete
+    return [(row["stage"], int(row["epoch"])) for row in rows]
+
+
+def test_a_transfer_run_killed_while_fine_tuning_resumes_without_redoing_stage_1(
+    cats_dogs_subset, imgcls_env, tmp_path: Path
+) -> None:
+    data = cats_dogs_subset("data", train=8, val=4)
+    out = tmp_path / "runs"
+    run = out / "transfer"
+    settings = ["--image-size", "64", "--batch-size", "8", "--epochs", "2", "--fine-tune", "--fine-tune-epochs", "8"]
+    settings += ["--fine-tune-image-size", "80", "--unfreeze-from", "last:1", "--out", str(out), "--no-report"]
+    command = [str(IMGCLS), "train", str(data), "--recipe", "transfer", "--no-progress", *settings]
+    process = subprocess.Popen(command, env=imgcls_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(run / "checkpoints" / "fine-tune-last.ckpt", process)
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert not (run / "model.safetensors").exists(), "killed too late: training had finished"
+    head = run / "checkpoints" / "head-best.ckpt"
+    head_written = head.stat().st_mtime_ns
+    stopped_at = max(epoch for stage, epoch in history(run) if stage == "fine-tune")
+
+    resumed = subprocess.run(
+        [str(IMGCLS), "train", "--resume", str(run), "--no-progress"],
+        env=imgcls_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "Traceback" not in resumed.stderr, resumed.stderr
+    assert "stage 1 (head) is done" in resumed.stderr, resumed.stderr
+    assert "features of" not in resumed.stderr  # no image went through the frozen backbone again
+    assert "(resumed)" in resumed.stderr
+    assert head.stat().st_mtime_ns == head_written
+    rows = history(run)
+    assert rows == [("head", 1), ("head", 2)] + [("fine-tune", e) for e in range(1, 9)], (stopped_at, rows)
+    finished = Run.open(run)
+    assert finished.kept["stage"] in ("head", "fine-tune")
+    size = 80 if finished.kept["stage"] == "fine-tune" else 64
+    assert finished.spec.image_size == finished.spec.arch_args["image_size"] == finished.kept["image_size"] == size
+    assert finished.metrics["n_images"] == 8
+    again = subprocess.run(
+        [str(IMGCLS), "train", "--resume", str(run)], env=imgcls_env, capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == 2 and "has finished" in again.stderr
