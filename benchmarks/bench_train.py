@@ -36,15 +36,13 @@ def main() -> None:
         os.environ["IMGCLS_CACHE"] = tempfile.mkdtemp(prefix="imgcls-bench-cache-")
 
     import imgcls
-    from imgcls.training.callbacks import read_history
 
     data = args.data or shared_data("cats_vs_dogs")
     started = time.perf_counter()
     overrides = {key: json.loads(value) for key, _, value in (item.partition("=") for item in args.set)}
     run = imgcls.train(str(data), args.recipe, epochs=args.epochs, out=args.out, progress=False, **overrides)
     total = time.perf_counter() - started
-    history = read_history(run / "history.csv")
-    metrics = imgcls.load(run).spec.metrics
+    history, metrics = run.history, run.spec.metrics
     later = [row["seconds"] for row in history[1:]]
     write_result(
         f"train-{args.recipe}{args.tag}" + ("-warm-cache" if args.warm_cache else ""),
@@ -52,6 +50,7 @@ def main() -> None:
             "overrides": overrides,
             "data": str(data),
             "run": str(run),
+            "kept": run.kept,
             "epochs": len(history),
             "wall_seconds_total": round(total, 1),
             "first_epoch_seconds": round(history[0]["seconds"], 1),

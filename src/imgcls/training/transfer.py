@@ -99,7 +99,7 @@ def _extract(job: Job, module: ClassifierModule, splits: tuple[str, ...] | None 
             [s.path for s in samples],
             [s.label for s in samples],
             views,
-            progress=title if job.options.progress else None,
+            progress=f"{split} features" if job.options.progress else None,  # shown only when some are missing
         )
     if splits is None:
         report_readable(job, {name: (f.labels, f.skipped) for name, f in found.items()})
