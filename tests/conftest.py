@@ -170,6 +170,21 @@ def build_cats_dogs(source: Path, root: Path, train: int | dict = 16, val: int |
 
 
 @pytest.fixture
+def kaggle_folder(cats_dogs_subset, tmp_path: Path) -> Path:
+    """Kaggle's train.zip layout: one flat folder of cat.N.jpg / dog.N.jpg (12 each), plus a stray file."""
+    import shutil
+
+    tree = cats_dogs_subset("tree", train=12, val=0, flat=True)
+    flat = tmp_path / "kaggle"
+    flat.mkdir()
+    for name in ("cat", "dog"):
+        for number, photo in enumerate(sorted((tree / name).iterdir())):
+            shutil.copy(photo, flat / f"{name}.{number}.jpg")
+    shutil.copy(flat / "cat.0.jpg", flat / "IMG_2041 copy.jpg")  # a name that says nothing
+    return flat
+
+
+@pytest.fixture
 def cifar_subset(cifar10_dir: Path, tmp_path: Path) -> Callable[..., Path]:
     """`cifar_subset(name, per_class=10)` -> tmp_path/name/<10 classes>/ (flat layout, no val/)."""
 

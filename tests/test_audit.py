@@ -23,7 +23,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import imgcls
-from imgcls import report as report_module
+from imgcls.report import page as report_module
 from imgcls.cli import app, render
 from imgcls.evaluation import predict_run, top_mistakes
 from imgcls.models.classifier import ModelSpec, build_classifier, save_model

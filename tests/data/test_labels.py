@@ -21,19 +21,6 @@ pytestmark = pytest.mark.usefixtures("isolated_cache")
 NAMES = LabelOptions(label_from="name")
 
 
-@pytest.fixture
-def kaggle_folder(cats_dogs_subset, tmp_path: Path) -> Path:
-    """Kaggle's train.zip layout: one flat folder of cat.N.jpg / dog.N.jpg (12 each), plus a stray file."""
-    tree = cats_dogs_subset("tree", train=12, val=0, flat=True)
-    flat = tmp_path / "kaggle"
-    flat.mkdir()
-    for name in ("cat", "dog"):
-        for number, photo in enumerate(sorted((tree / name).iterdir())):
-            shutil.copy(photo, flat / f"{name}.{number}.jpg")
-    shutil.copy(flat / "cat.0.jpg", flat / "IMG_2041 copy.jpg")  # a name that says nothing
-    return flat
-
-
 def write_csv(path: Path, rows: list[list[str]], header: tuple[str, ...] = ("path", "label")) -> Path:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
