@@ -23,10 +23,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import imgcls
-from imgcls.report import page as report_module
 from imgcls.cli import app, render
 from imgcls.evaluation import predict_run, top_mistakes
 from imgcls.models.classifier import ModelSpec, build_classifier, save_model
+from imgcls.report import page as report_module
 from imgcls.run.folder import RUN_DIR_ENV
 from imgcls.suspects import find_suspects, fit_logistic_regression, out_of_fold_probabilities, stratified_folds
 

@@ -76,6 +76,13 @@ def test_conveniences_reach_the_recipe_and_the_options() -> None:
         api.resolve("scratch", {"backbone": "timm/resnet18"})
     with pytest.raises(ImgclsError, match="--channels 2"):
         api.resolve("scratch", {"channels": 2})
+    with pytest.raises(ImgclsError, match="--class-weights 'none'"):
+        api.resolve("scratch", {"class_weights": "none"})
+
+
+def test_resume_takes_no_other_settings(tmp_path: Path) -> None:
+    with pytest.raises(ImgclsError, match="leave out: epochs, recipe"):
+        imgcls.train(recipe="scratch", resume=tmp_path, epochs=3, progress=False)
 
 
 @pytest.mark.slow

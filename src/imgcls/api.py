@@ -44,17 +44,27 @@ def train(
     if settings.get("progress", True):
         console_logging()
     if resume is not None:
+        _resume_takes_nothing_else(data, recipe, settings)
         run = resume_training(resume, progress=settings.get("progress", True))
         report = settings.get("report", run.options.report)
     else:
         chosen, options = resolve(recipe, settings)
-        run = train_run(data if data is not None or options.labels else DEFAULT_DATA, chosen, options)
+        csv_alone = options.labels is not None and options.labels.csv is not None
+        run = train_run(data if data is not None or csv_alone else DEFAULT_DATA, chosen, options)
         report = options.report
     if report and is_rank_zero():
         from imgcls.report import write_report_safely
 
         write_report_safely(run)
     return run
+
+
+def _resume_takes_nothing_else(data, recipe, settings: dict[str, Any]) -> None:
+    """A resumed run goes on as it was set up: other settings would be silently ignored."""
+    given = [name for name, value in settings.items() if value is not None and name not in ("progress", "report")]
+    given += [name for name, value in (("data", data), ("recipe", recipe)) if value is not None]
+    if given:
+        raise ImgclsError(f"resume continues a run with its own settings; leave out: {', '.join(sorted(given))}")
 
 
 def resolve(recipe: str | Recipe | None, settings: dict[str, Any]) -> tuple[Recipe, TrainOptions]:
@@ -81,11 +91,10 @@ def _options(values: dict[str, Any], settings: dict[str, Any]) -> TrainOptions:
     label_from = settings.pop("label_from", "folder")
     pattern = settings.pop("label_pattern", None)
     labels = values.pop("labels", None)
-    if isinstance(labels, LabelOptions):
-        values["labels"] = labels
-    else:
-        chosen = LabelOptions(label_from, pattern, Path(labels) if labels is not None else None)
-        values["labels"] = None if chosen.is_default else chosen
+    given = isinstance(labels, LabelOptions)
+    values["labels"] = labels if given else LabelOptions.from_flags(label_from, pattern, labels)
+    if values.get("class_weights") not in (None, "auto"):
+        raise ImgclsError(f"--class-weights {values['class_weights']!r}: use 'auto' (or leave it out)")
     devices = values.get("devices")
     if isinstance(devices, str) and devices.isdigit():
         values["devices"] = int(devices)

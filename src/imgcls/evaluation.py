@@ -69,7 +69,7 @@ def predict_run(
     model.flip_tta = spec.flip_tta if flip_tta is None else flip_tta
     if data is None and labels is None:
         dataset: Dataset = run.dataset
-        split = "test" if "test" in dataset.splits else "val"
+        split = dataset.eval_split
         samples = dataset.splits[split]
         described = f"{split} split of the run"
     else:
@@ -88,7 +88,7 @@ def predict_run(
 
 def _features_are_cached(run: Run, spec: ModelSpec) -> bool:
     """A transfer run trained on RGB: its backbone features are on disk, keyed by its recipe."""
-    return spec.architecture == "transfer" and spec.channels == 3 and "recipe" in run.config
+    return spec.architecture == "transfer" and spec.channels == 3 and run.transfer_recipe is not None
 
 
 @torch.inference_mode()
@@ -172,7 +172,7 @@ def _samples_for(data: str | Path | None, classes: list[str], labels: LabelOptio
     from imgcls.data.discover import Sample, discover
 
     dataset = discover(data, val_split=0.2, seed=0, labels=labels)
-    split = "test" if "test" in dataset.splits else "val"
+    split = dataset.eval_split
     if split == "val" and dataset.split_is_generated:  # no split given (e.g. class subfolders): evaluate all of it
         split = "all"
         pool = dataset.pooled()

@@ -54,8 +54,8 @@ class Classifier:
 
     @classmethod
     def load(cls, run: Path | str, engine: str = "auto") -> Classifier:
-        """engine 'torch': eager PyTorch; 'onnx': RUN/model.onnx (from `imgcls export RUN`);
-        'auto': ONNX when RUN/model.onnx exists and is newer than model.safetensors, else torch."""
+        """engine 'torch': eager PyTorch; 'onnx': RUN/model.onnx (from `imgcls export RUN`); 'auto':
+        RUN/model.onnx, exported first when missing or older than the weights; PyTorch if that fails."""
         folder = Run.open(run)
         model, spec = folder.load_model()
         return cls(model, spec, run_onnx_module(folder, spec, engine))

@@ -232,7 +232,7 @@ class _Standardised(nn.Module):
 def feature_extractor(run: Run) -> tuple[FeatureExtractor, str]:
     """The frozen backbone that judges (see the module docstring) and a sentence saying which and why."""
     model, spec = run.load_model()
-    recipe = run.recipe if spec.architecture == "transfer" and "recipe" in run.config else None
+    recipe = run.transfer_recipe if spec.architecture == "transfer" else None
     if recipe is not None:
         name = spec.arch_args.get("backbone", DEFAULT_BACKBONE)
         if not recipe.fine_tune:

@@ -83,3 +83,31 @@ def test_a_transfer_run_killed_while_fine_tuning_resumes_without_redoing_stage_1
         [str(IMGCLS), "train", "--resume", str(run)], env=imgcls_env, capture_output=True, text=True, timeout=300
     )
     assert again.returncode == 2 and "has finished" in again.stderr
+
+
+def test_ctrl_c_in_the_head_stage_of_a_new_run_says_run_it_again(
+    cats_dogs_subset, imgcls_env, tmp_path: Path, monkeypatch
+) -> None:
+    """Nothing is saved before stage 1 ends, so the run folder goes and the message says so."""
+    import lightning as L
+
+    import imgcls
+    from imgcls.errors import ImgclsError
+    from imgcls.training import transfer
+
+    class CtrlC(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            raise KeyboardInterrupt
+
+    make_trainer = transfer.make_trainer
+
+    def interrupted(*args, **kwargs):
+        trainer = make_trainer(*args, **kwargs)
+        trainer.callbacks.append(CtrlC())
+        return trainer
+
+    monkeypatch.setattr(transfer, "make_trainer", interrupted)
+    data = cats_dogs_subset("data", train=4, val=2)
+    with pytest.raises(ImgclsError, match="before its first checkpoint; run the same command again"):
+        imgcls.train(data, "transfer", image_size=64, epochs=2, out=tmp_path / "runs", progress=False, report=False)
+    assert not (tmp_path / "runs" / "transfer").exists()

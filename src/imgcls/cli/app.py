@@ -63,5 +63,4 @@ def label_options(label_from: str, label_pattern: str | None, labels: Path | Non
     """LabelOptions for the label flags, or None for class folders (the default)."""
     from imgcls.data.labels import LabelOptions
 
-    options = LabelOptions(label_from, label_pattern, labels)
-    return None if options.is_default else options
+    return LabelOptions.from_flags(label_from, label_pattern, labels)

@@ -87,7 +87,10 @@ def train(
     from imgcls.api import train as train_run
     from imgcls.progress import is_rank_zero
 
-    run = train_run(data, recipe, resume=resume, **settings)
+    if resume is not None:  # the run's own settings; the other options are not looked at
+        run = train_run(resume=resume, progress=progress, report=report)
+    else:
+        run = train_run(data, recipe, **settings)
     if is_rank_zero():  # DDP worker processes run this command too: report once
         print_run_result(run)
 

@@ -47,6 +47,11 @@ class Dataset:
     def split_is_generated(self) -> bool:
         return "val_split=" in self.source
 
+    @property
+    def eval_split(self) -> str:
+        """Where a model of this data is scored: the test split when there is one, else val."""
+        return "test" if "test" in self.splits else "val"
+
     def pooled(self) -> list[Sample]:
         """Every sample of every split, in path order: for a look at all the data at once."""
         return sorted((s for samples in self.splits.values() for s in samples), key=lambda s: str(s.path))

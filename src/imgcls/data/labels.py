@@ -57,6 +57,12 @@ class LabelOptions:
         return {"label_from": self.label_from, "pattern": self.pattern, "csv": csv_file}
 
     @classmethod
+    def from_flags(cls, label_from: str = "folder", pattern: str | None = None, csv: Path | str | None = None):
+        """The options the label flags ask for, or None for class folders (the default)."""
+        options = cls(label_from, pattern, None if csv is None else Path(csv))
+        return None if options.is_default else options
+
+    @classmethod
     def from_dict(cls, values: dict) -> LabelOptions:
         csv_file = values.get("csv")
         return cls(values.get("label_from", "folder"), values.get("pattern"), Path(csv_file) if csv_file else None)

@@ -290,7 +290,8 @@ def _suspects(run: Run, wanted: bool | None) -> dict:
 
 def _suspects_are_cheap(run: Run) -> bool:
     """A transfer run with a frozen backbone: training cached the features of every image."""
-    return "recipe" in run.config and run.recipe.model == "transfer" and not run.recipe.fine_tune
+    recipe = run.transfer_recipe
+    return recipe is not None and not recipe.fine_tune
 
 
 def _check(run: Run) -> dict:

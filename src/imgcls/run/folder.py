@@ -132,7 +132,19 @@ class Run:
 
         if "recipe" not in self.config:
             raise ImgclsError(f"{display_path(self.path / CONFIG)}: missing; this folder holds a model, not a run")
-        return Recipe.from_dict(self.config["recipe"])
+        try:
+            return Recipe.from_dict(self.config["recipe"])
+        except (TypeError, ValueError, KeyError) as error:
+            raise ImgclsError(
+                f"{display_path(self.path / CONFIG)}: a recipe this imgcls cannot read ({error})"
+            ) from None
+
+    @property
+    def transfer_recipe(self) -> Recipe | None:
+        """The recipe of a transfer run (its backbone's features are cached under it), else None."""
+        if "recipe" not in self.config or self.config["recipe"].get("model") != "transfer":
+            return None
+        return self.recipe
 
     @cached_property
     def options(self) -> TrainOptions:
@@ -160,11 +172,17 @@ class Run:
     def metrics(self) -> dict[str, Any]:
         """Held-out metrics of the kept model ({} before training has finished)."""
         path = self.path / METRICS
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        try:
+            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ImgclsError(f"{display_path(path)}: not valid JSON ({error})") from None
 
     @property
     def history(self) -> list[dict]:
-        return read_history(self.history_path)
+        try:
+            return read_history(self.history_path)
+        except (ValueError, KeyError, UnicodeDecodeError) as error:
+            raise ImgclsError(f"{display_path(self.history_path)}: not a readable history ({error})") from None
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
@@ -187,9 +205,13 @@ class Run:
 
     @property
     def is_finished(self) -> bool:
+        """Training wrote its result: `kept` (written last), or, for runs made before `kept`
+        existed, the model files and metrics."""
         from imgcls.models.classifier import SPEC_FILE, WEIGHTS_FILE
 
-        return (self.path / SPEC_FILE).is_file() and (self.path / WEIGHTS_FILE).is_file()
+        if self.kept:
+            return True
+        return all((self.path / name).is_file() for name in (SPEC_FILE, WEIGHTS_FILE, METRICS))
 
     def load_model(self) -> tuple[ImageClassifier, ModelSpec]:
         from imgcls.models.classifier import load_model
@@ -209,11 +231,8 @@ class Run:
         """`checkpoints/best.ckpt` for whole-network training, `checkpoints/<stage>-<kind>.ckpt` else."""
         if kind not in CHECKPOINT_KINDS:
             raise ValueError(f"unknown checkpoint kind {kind!r}; one of {CHECKPOINT_KINDS}")
-        return self.checkpoints_dir / f"{self.checkpoint_prefix(stage)}{kind}.ckpt"
-
-    @staticmethod
-    def checkpoint_prefix(stage: str) -> str:
-        return "" if stage == "train" else f"{stage}-"
+        prefix = "" if stage == "train" else f"{stage}-"
+        return self.checkpoints_dir / f"{prefix}{kind}.ckpt"
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -266,7 +285,7 @@ class Run:
 
     def write_start(self, config: dict[str, Any], dataset: Dataset) -> None:
         """What a run is before it trains: its configuration, its exact split and its classes."""
-        atomic_write_text(self.path / CONFIG, yaml.safe_dump(_plain(config), sort_keys=False))
+        self._write_config(config)
         atomic_write_json(self.path / SPLIT, dataset.split_manifest())
         atomic_write_json(self.path / CLASSES, dataset.classes)
         self._forget()
@@ -282,8 +301,11 @@ class Run:
         config = {**self.config, "kept": kept}
         save_model(self.path, model, spec)
         atomic_write_json(self.path / METRICS, metrics)
-        atomic_write_text(self.path / CONFIG, yaml.safe_dump(_plain(config), sort_keys=False))
+        self._write_config(config)
         self._forget()
+
+    def _write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_text(self.path / CONFIG, yaml.safe_dump(_plain(config), sort_keys=False))
 
     def discard(self) -> None:
         """Remove a run that stopped before training anything (e.g. missing weights): no empty runs."""

@@ -272,7 +272,7 @@ def describe_model(classifier: Classifier, folder: Run, settings: ServeSettings,
 def _training_metrics(folder: Run) -> dict:
     try:
         metrics = folder.metrics
-    except (OSError, ValueError):
+    except (OSError, ImgclsError):
         return {}
     return metrics if isinstance(metrics, dict) else {}
 

@@ -57,7 +57,7 @@ def train(data: str | Path | None, recipe: Recipe, options: TrainOptions | None 
 def resume(path: Run | Path | str, progress: bool = True) -> Run:
     """Continue an interrupted run in its own folder, on its own split, from the stage it was in."""
     run = Run.open(path)
-    if run.kept:
+    if run.is_finished:
         raise ImgclsError(f"{run}: this run has finished; train a new one (`imgcls train`), nothing to resume")
     os.environ[RUN_DIR_ENV] = str(run.path)  # DDP workers join this folder
     options = dataclasses.replace(run.options, progress=progress)

@@ -42,7 +42,7 @@ def fit_plain(job: Job, resume: bool) -> None:
         spec=dataclasses.asdict(spec),
         recipe=recipe.as_dict(),
         steps_per_epoch=len(loaders[0]),
-        class_weights=job_class_weights(job),
+        class_weights=job_class_weights(job, decoded["train"].labels),
     )
     photos = len(decoded["train"].labels)
     log.info(

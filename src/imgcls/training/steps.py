@@ -40,6 +40,7 @@ logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no GPU/TPU b
 warnings.filterwarnings("ignore", message=r".*ckpt_path.*", module="lightning")
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # frozen backbone parts, on purpose
+warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")  # other stages
 
 
 @dataclass
@@ -53,8 +54,7 @@ class Job:
 
     @property
     def eval_split(self) -> str:
-        """Where the kept model is scored: the test split when there is one, else val."""
-        return "test" if "test" in self.dataset.splits else "val"
+        return self.dataset.eval_split
 
 
 def decode_splits(job: Job, recipe: Recipe, write_skipped: bool = True) -> dict[str, DecodedImages]:
@@ -103,11 +103,9 @@ def class_weights(labels: list[int] | torch.Tensor, n_classes: int) -> list[floa
     return [total / (n_classes * max(counts.get(k, 0), 1)) for k in range(n_classes)]
 
 
-def job_class_weights(job: Job) -> list[float] | None:
-    """`--class-weights auto`: from the training split as listed (the same on resume)."""
-    if not job.options.class_weights:
-        return None
-    return class_weights([s.label for s in job.dataset.splits["train"]], len(job.dataset.classes))
+def job_class_weights(job: Job, labels: torch.Tensor) -> list[float] | None:
+    """`--class-weights auto`: inverse frequency of the readable training images' `labels`."""
+    return class_weights(labels, len(job.dataset.classes)) if job.options.class_weights else None
 
 
 def make_trainer(job: Job, stage: str, epochs: int, checkpoint_files: bool = True, single_process: bool = False):
@@ -118,16 +116,16 @@ def make_trainer(job: Job, stage: str, epochs: int, checkpoint_files: bool = Tru
         raise ImgclsError(f"unknown monitor {recipe.monitor!r}: use {' or '.join(MONITORS)}")
     callbacks: list[L.Callback] = [HistoryWriter(run.history_path, stage)]
     if checkpoint_files:
-        prefix = run.checkpoint_prefix(stage)
         best = ModelCheckpoint(
             dirpath=run.checkpoints_dir,
-            filename=f"{prefix}best",
+            filename=run.checkpoint(stage, "best").stem,
             monitor=recipe.monitor,
             mode=MONITORS[recipe.monitor],
             save_last=True,
+            enable_version_counter=False,  # always the run's names: written atomically, so overwriting is safe
         )
-        best.CHECKPOINT_NAME_LAST = f"{prefix}last"
-        callbacks += [best, InterruptCheckpoint(run.checkpoints_dir, f"{prefix}interrupted")]
+        best.CHECKPOINT_NAME_LAST = run.checkpoint(stage, "last").stem
+        callbacks += [best, InterruptCheckpoint(run.checkpoints_dir, run.checkpoint(stage, "interrupted").stem)]
     else:
         callbacks.append(BestWeightsInMemory(recipe.monitor))
     if recipe.early_stopping:
@@ -165,7 +163,7 @@ def run_trainer(job: Job, trainer: L.Trainer, module, loaders: tuple, stage: str
         if not trainer.interrupted:
             raise
     if trainer.interrupted:
-        if stage == "train" and job.run.resume_checkpoint(stage) is None:
+        if not job.run.has_checkpoints():  # nothing saved: the run folder goes (see driver.train)
             raise ImgclsError("training interrupted before its first checkpoint; run the same command again")
         raise ImgclsError(f"training interrupted; continue it with: imgcls train --resume {job.run}")
 

@@ -18,13 +18,13 @@ import math
 import lightning as L
 import torch
 
-from imgcls.data.cache import DecodeSettings
 from imgcls.data.loaders import make_loader
 from imgcls.errors import ImgclsError
-from imgcls.features import FeatureExtractor, FeatureSet
+from imgcls.features import FeatureSet, recipe_extractor
 from imgcls.models.backbones import load_pretrained, set_trainable
 from imgcls.models.classifier import predict_probabilities, probabilities
 from imgcls.models.transfer import feature_shape
+from imgcls.progress import is_rank_zero
 from imgcls.recipes import model_spec
 from imgcls.training.callbacks import BestWeightsInMemory, is_better
 from imgcls.training.module import ClassifierModule
@@ -54,16 +54,18 @@ def fit_transfer(job: Job, resume: bool) -> None:
         spec=dataclasses.asdict(spec),
         recipe=recipe.as_dict(),
         steps_per_epoch=math.ceil(n_train / recipe.batch_size),
-        class_weights=job_class_weights(job),
         stage="head",
     )
+    _check_fine_tune_size(recipe, module)
     head_file = run.checkpoint("head", "best")
     features = None
-    if resume and head_file.is_file():
+    # DDP workers start when stage 2 starts, after rank 0 saved stage 1: they take it as it is
+    if (resume or not is_rank_zero()) and head_file.is_file():
         head_score, head_epoch = load_stage(head_file, module)
         log.info("stage 1 (head) is done: restored from the run's %s", head_file.name)
     else:
         features = _extract(job, module)
+        module.class_weights = _weights(job, features["train"].labels)
         head_score, head_epoch = _train_head(job, module, features)
         save_stage(head_file, module, head_score, head_epoch)
     if recipe.fine_tune:
@@ -76,6 +78,23 @@ def fit_transfer(job: Job, resume: bool) -> None:
     finish_run(job, module.model, spec, probs, split.labels.numpy(), {"stage": "head", "epoch": head_epoch})
 
 
+def _check_fine_tune_size(recipe, module: ClassifierModule) -> None:
+    """Progressive resizing needs a head on pooled features: said before anything is trained."""
+    size = recipe.fine_tune_image_size
+    if not recipe.fine_tune or size in (None, recipe.image_size):
+        return
+    if len(feature_shape(module.model.net.backbone, recipe.image_size)) != 1:
+        raise ImgclsError(
+            f"fine_tune_image_size {size} needs a pooled backbone: this head reads a feature map of "
+            f"{recipe.image_size} px; leave fine_tune_image_size out"
+        )
+
+
+def _weights(job: Job, labels: torch.Tensor) -> torch.Tensor | None:
+    weights = job_class_weights(job, labels)
+    return None if weights is None else torch.tensor(weights, dtype=torch.float32)
+
+
 def _extract(job: Job, module: ClassifierModule, splits: tuple[str, ...] | None = None) -> dict[str, FeatureSet]:
     """Backbone features of every split (or `splits`): `recipe.views` views of training images, the
     plain view elsewhere. Loads the pretrained weights first unless the module holds trained ones."""
@@ -84,8 +103,7 @@ def _extract(job: Job, module: ClassifierModule, splits: tuple[str, ...] | None 
     if splits is None:
         source = load_pretrained(name, backbone, recipe.weights)
         log.info("backbone %s: weights from %s", name, source)
-    decode = DecodeSettings((recipe.image_size, recipe.image_size), 3, recipe.resize)
-    extractor = FeatureExtractor(backbone, decode, recipe.mean, recipe.std, recipe.augment)
+    extractor = recipe_extractor(backbone, recipe)  # the same cache entries evaluation and suspects read
     found = {}
     for split, samples in job.dataset.splits.items():
         if splits is not None and split not in splits:
@@ -102,7 +120,7 @@ def _extract(job: Job, module: ClassifierModule, splits: tuple[str, ...] | None 
             progress=f"{split} features" if job.options.progress else None,  # shown only when some are missing
         )
     if splits is None:
-        report_readable(job, {name: (f.labels, f.skipped) for name, f in found.items()})
+        report_readable(job, {name: (f.labels, f.skipped) for name, f in found.items()}, is_rank_zero())
     return found
 
 
@@ -128,15 +146,11 @@ def _train_head(job: Job, module: ClassifierModule, features: dict[str, FeatureS
 
 def _fine_tune(job: Job, module: ClassifierModule, head_score, head_epoch, checkpoint) -> None:
     """Stage 2 on images; keeps whichever stage scored better and saves the run's result."""
-    run, recipe, options = job.run, job.recipe, job.options
-    tuned = recipe.override(batch_size=recipe.fine_tune_batch_size, image_size=recipe.fine_tune_image_size)
+    recipe, options = job.recipe, job.options
+    tuned = _stage_two(recipe)
     backbone = module.model.net.backbone
-    if tuned.image_size != recipe.image_size and len(feature_shape(backbone, recipe.image_size)) != 1:
-        raise ImgclsError(
-            f"fine_tune_image_size {tuned.image_size} needs a pooled backbone: this head reads a feature map of "
-            f"{recipe.image_size} px"
-        )
-    decoded = decode_splits(job, tuned)
+    decoded = decode_splits(job, tuned, write_skipped=is_rank_zero())
+    module.class_weights = _weights(job, decoded["train"].labels)
     unfrozen = set_trainable(backbone, recipe.unfreeze)
     log.info(
         "stage 2: fine-tuning %s at %d px for %d epochs%s",
@@ -156,6 +170,17 @@ def _fine_tune(job: Job, module: ClassifierModule, head_score, head_epoch, check
     module.hparams.steps_per_epoch = len(loaders[0])
     trainer = make_trainer(job, "fine-tune", recipe.fine_tune_epochs)
     run_trainer(job, trainer, module, loaders, "fine-tune", checkpoint)
+    try:
+        if trainer.is_global_zero:
+            _keep_the_better_stage(job, module, trainer, head_state, head_score, head_epoch, decoded)
+    finally:
+        trainer.strategy.barrier("imgcls-finish-run")  # DDP: other ranks return once the run is complete
+
+
+def _keep_the_better_stage(job: Job, module, trainer, head_state, head_score, head_epoch, decoded) -> None:
+    """The stage with the better `recipe.monitor` is kept; the run says which, then is finished."""
+    run, recipe = job.run, job.recipe
+    tuned = _stage_two(recipe)
     best = trainer.checkpoint_callback.best_model_score
     split = job.eval_split
     if best is not None and is_better(float(best), head_score, recipe.monitor):
@@ -169,10 +194,15 @@ def _fine_tune(job: Job, module: ClassifierModule, head_score, head_epoch, check
         module.load_state_dict(head_state)
         kept, kept_recipe = {"stage": "head", "epoch": head_epoch}, recipe
         if tuned.image_size != recipe.image_size:
-            decoded = decode_splits(job, recipe, write_skipped=False)
+            decoded = decode_splits(job, recipe, write_skipped=False)  # the head's size
     spec = model_spec(kept_recipe, job.dataset.classes)
     probs = predict_probabilities(module.model.cpu(), spec.output, decoded[split].images)
     finish_run(job, module.model, spec, probs, decoded[split].labels.numpy(), kept)
+
+
+def _stage_two(recipe):
+    """The recipe as stage 2 sees it: its batch size and (progressive resizing) its image size."""
+    return recipe.override(batch_size=recipe.fine_tune_batch_size, image_size=recipe.fine_tune_image_size)
 
 
 def _score(value: float | None) -> str:
