@@ -7,8 +7,10 @@ kill, a full disk or a crash at any moment leaves either the old file or the new
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +47,10 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         with open(temporary, "rb+") as written:
             os.fsync(written.fileno())
         os.replace(temporary, target)
+    except OSError as error:
+        if error.filename in (None, str(temporary), temporary):  # name the file the user knows
+            raise OSError(error.errno, error.strerror or str(error), str(target)) from error
+        raise
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -66,6 +72,23 @@ def atomic_write_text(target: Path | str, text: str) -> None:
 
 def atomic_write_json(target: Path | str, value: Any) -> None:
     atomic_write_text(target, json.dumps(value, indent=2) + "\n")
+
+
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def describe_os_error(error: OSError) -> str:
+    """'runs/x/checkpoints/last.ckpt: No space left on device (12 MiB free on that disk)': the file,
+    the reason, and for a full disk how much room is left."""
+    where = display_path(error.filename) if error.filename else "a file"
+    text = f"{where}: {error.strerror or error}"
+    if error.errno in FULL_DISK and error.filename:
+        folder = Path(error.filename).parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        with contextlib.suppress(OSError):
+            text += f" ({shutil.disk_usage(folder).free / 2**20:,.0f} MiB free on that disk)"
+    return text
 
 
 def fresh_dir(parent: Path, name: str) -> Path:

@@ -16,6 +16,7 @@ import sys
 from imgcls.cli.app import app
 from imgcls.cli.render import err_console
 from imgcls.errors import ImgclsError
+from imgcls.files import describe_os_error
 
 COMMAND_MODULES = ("train", "inspect", "ship", "data", "show")  # each adds its commands to `app`; --help order
 for _module in COMMAND_MODULES:
@@ -34,6 +35,9 @@ def main() -> None:
     except ImgclsError as error:
         # soft_wrap: no hard line breaks inside paths and commands the user copies from the message
         err_console.print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as error:  # a file that could not be read or written: which, and why
+        err_console.print(f"[bold red]error:[/bold red] {describe_os_error(error)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/yellow]")

@@ -97,8 +97,9 @@ class ImageCache:
     def load(self, path: Path) -> np.ndarray:
         key = cache_key(path, self.settings) if self.enabled else None
         cached = self.store.load(key) if key else None
-        if cached is not None:
-            return cached
+        expected = (*self.settings.size, self.settings.channels)
+        if cached is not None and cached.shape == expected and cached.dtype == np.uint8:
+            return cached  # a damaged entry (other shape, cut short) is decoded again and rewritten
         array = load_image(path, self.settings.size, self.settings.channels, self.settings.policy)
         if key:
             self.store.store(key, array)

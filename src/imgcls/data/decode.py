@@ -7,8 +7,11 @@ turned into `BadImageError` with a reason (never a crash).
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -27,6 +30,28 @@ class BadImageError(Exception):
         super().__init__(f"{display_path(path)}: {reason}")
         self.path = Path(path)
         self.reason = reason
+
+
+def open_regular(path: Path | str) -> BinaryIO:
+    """Open `path` for reading only if it is a regular file. O_NONBLOCK makes opening a FIFO return
+    at once instead of waiting forever for a writer; the check is on the opened file itself (fstat),
+    so a file swapped for a FIFO after listing is caught too."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise BadImageError(path, f"not a regular file ({_file_kind(mode)})")
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device")):
+        if test(mode):
+            return kind
+    return "a folder" if stat.S_ISDIR(mode) else "a block device" if stat.S_ISBLK(mode) else "special"
 
 
 def is_image_file(path: Path) -> bool:
@@ -48,7 +73,7 @@ def load_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with open_regular(path) as handle, Image.open(handle) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise BadImageError(
                         path, f"declared size {img.width}x{img.height} is too large (decompression bomb?)"
@@ -137,9 +162,9 @@ _SIGNATURES = {
 def _signature(path: Path) -> str | None:
     """The format whose magic bytes start the file (so a cut-short image is not called 'not an image')."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             head = handle.read(12)
-    except OSError:
+    except (OSError, BadImageError):
         return None
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"

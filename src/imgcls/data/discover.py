@@ -234,16 +234,23 @@ def stratified_split(samples: list[Sample], val_split: float, seed: int) -> tupl
 
 
 def _walk_files(folder: Path) -> list[Path]:
+    """Every file below `folder`; linked folders are followed once per real path, never into a loop,
+    a folder already listed, or an ancestor of `folder` (its other classes would come in as copies)."""
     files, seen = [], set()
+    top = os.path.realpath(folder)
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         real = os.path.realpath(dirpath)
-        if real in seen:  # a symlink loop (or a second link to a folder already listed): list it once
+        if real in seen or (real != top and _is_ancestor(real, top)):
             dirnames[:] = []
             continue
         seen.add(real)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         files += [Path(dirpath) / f for f in filenames]
     return files
+
+
+def _is_ancestor(folder: str, of: str) -> bool:
+    return of.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _relative(path: Path, root: Path) -> str:

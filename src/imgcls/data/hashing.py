@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from imgcls.data.cache import ArrayStore, cache_key
-from imgcls.data.decode import MAX_PIXELS, BadImageError, load_image
+from imgcls.data.decode import MAX_PIXELS, BadImageError, load_image, open_regular
 from imgcls.data.download import cache_dir
 
 HASH_SIZE = 16  # dHash on a 17x16 grayscale thumbnail: 16*16 = 256 bits
@@ -108,7 +108,11 @@ def _inspect_cached(path: Path, store: ArrayStore) -> Inspected:
 def _inspect(path: Path) -> Inspected:
     result = Inspected()
     try:
-        data = path.read_bytes()
+        with open_regular(path) as handle:
+            data = handle.read()
+    except BadImageError as error:  # a FIFO, socket or device: never read (it could block forever)
+        result.reason = error.reason
+        return result
     except OSError:
         result.reason = _RETRY
         return result

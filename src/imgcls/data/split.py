@@ -18,6 +18,7 @@ images per class, copied with shutil), done safely:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -332,12 +333,24 @@ def _write(
             if split in plan.requested["splits"] or counts[split]
         }
         (staging / MANIFEST).write_text(json.dumps(plan.manifest(), indent=1) + "\n")
-        if dest.is_dir():
-            dest.rmdir()  # empty (checked): replaced by the finished tree
-        os.rename(staging, dest)
+        _move_into_place(staging, dest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _move_into_place(staging: Path, dest: Path) -> None:
+    """Rename the finished tree to DEST; when another `data split` filled DEST meanwhile, it wins and
+    this one refuses (nothing of either is overwritten)."""
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            dest.rmdir()  # empty when checked; OSError ENOTEMPTY if another split has filled it since
+        os.rename(staging, dest)
+    except OSError as error:
+        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        message = "another split was written there meanwhile; nothing overwritten"
+        raise DataError(f"{display_path(dest)}: {message}") from None
 
 
 def _free_name(name: str, taken: set[str]) -> str:

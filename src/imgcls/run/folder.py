@@ -238,11 +238,14 @@ class Run:
     def checkpoints_dir(self) -> Path:
         return self.path / CHECKPOINTS
 
+    def resume_checkpoints(self, stage: str) -> list[Path]:
+        """The checkpoints a stage can continue from, newest first: its last epoch's, a Ctrl-C one."""
+        found = [path for path in (self.checkpoint(stage, kind) for kind in RESUMABLE_KINDS) if path.is_file()]
+        return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+
     def resume_checkpoint(self, stage: str) -> Path | None:
-        """The newest checkpoint a stage can continue from: its last epoch's, or a Ctrl-C one."""
-        candidates = [self.checkpoint(stage, kind) for kind in RESUMABLE_KINDS]
-        found = [path for path in candidates if path.is_file()]
-        return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+        found = self.resume_checkpoints(stage)
+        return found[0] if found else None
 
     def has_checkpoints(self) -> bool:
         return self.checkpoints_dir.is_dir() and any(self.checkpoints_dir.iterdir())

@@ -71,6 +71,8 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
     validating it. Later interruptions resume from the last epoch-end checkpoint instead."""
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, KeyboardInterrupt):  # a failed write or a bug: the last epoch's stays
+            return
         started = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # what Lightning's resume counts
         if started < trainer.num_training_batches:
             super().on_exception(trainer, pl_module, exception)

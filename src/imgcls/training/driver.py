@@ -10,8 +10,10 @@ the strategy writes its result (`steps.finish_run`).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import torch
 
 from imgcls.data.discover import Dataset, discover
 from imgcls.errors import ImgclsError
+from imgcls.files import FULL_DISK, describe_os_error
 from imgcls.progress import is_rank_zero
 from imgcls.recipes import Recipe
 from imgcls.run import Run, TrainOptions
@@ -43,10 +46,12 @@ def train(data: str | Path | None, recipe: Recipe, options: TrainOptions | None 
         data, recipe.val_split, options.seed, options.data_dir, progress=options.progress, labels=options.labels
     )
     run = Run.create(options.out, options.name or recipe.name)
-    if is_rank_zero():
-        run.write_start(run_config(data, dataset, recipe, options), dataset)
+    job = Job(run, dataset, recipe, options)
     try:
-        strategy_for(recipe)(Job(run, dataset, recipe, options), False)
+        with failed_writes_explained(job):
+            if is_rank_zero():
+                run.write_start(run_config(data, dataset, recipe, options), dataset)
+            strategy_for(recipe)(job, False)
     except ImgclsError:
         if is_rank_zero():
             run.discard()  # stopped before training anything (e.g. missing weights): no empty run
@@ -61,8 +66,27 @@ def resume(path: Run | Path | str, progress: bool = True) -> Run:
         raise ImgclsError(f"{run}: this run has finished; train a new one (`imgcls train`), nothing to resume")
     os.environ[RUN_DIR_ENV] = str(run.path)  # DDP workers join this folder
     options = dataclasses.replace(run.options, progress=progress)
-    strategy_for(run.recipe)(Job(run, run.dataset, run.recipe, options), True)
+    job = Job(run, run.dataset, run.recipe, options)
+    with failed_writes_explained(job):
+        strategy_for(job.recipe)(job, True)
     return run
+
+
+@contextmanager
+def failed_writes_explained(job: Job) -> Iterator[None]:
+    """A failed write (full disk, read-only folder) becomes one message: which file, how much room is
+    left, what the run folder still holds and what to run next. Every write is atomic, so the last
+    good state (checkpoints, history) is intact."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (*FULL_DISK, errno.EROFS):
+            raise
+        if job.run.has_checkpoints():
+            then = f"the run keeps its last good checkpoint: make room, then run: imgcls train --resume {job.run}"
+        else:
+            then = "nothing was trained yet: make room, then run the same command again"
+        raise ImgclsError(f"could not write {describe_os_error(error)}; {then}") from None
 
 
 def run_config(data: Any, dataset: Dataset, recipe: Recipe, options: TrainOptions) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from imgcls.training.steps import (
     job_class_weights,
     load_best,
     make_trainer,
+    resume_point,
     run_trainer,
 )
 
@@ -30,7 +31,7 @@ STAGE = "train"
 
 def fit_plain(job: Job, resume: bool) -> None:
     run, recipe, options = job.run, job.recipe, job.options
-    checkpoint = run.resume_checkpoint(STAGE) if resume else None
+    checkpoint = resume_point(job, STAGE) if resume else None
     if resume and checkpoint is None:
         missing = display_path(run.checkpoint(STAGE, "last").relative_to(run.path))
         raise ImgclsError(f"{run}: no checkpoint to resume from ({missing} is missing)")

@@ -178,6 +178,28 @@ def load_best(module: ClassifierModule, checkpoint: Path) -> int | None:
     return int(saved["epoch"]) + 1 if "epoch" in saved else None
 
 
+def resume_point(job: Job, stage: str) -> Path | None:
+    """The newest checkpoint `stage` can continue from that can be read; a damaged one (truncated,
+    flipped bytes) is said and passed over for the older one."""
+    found = job.run.resume_checkpoints(stage)
+    for path in found:
+        if readable_checkpoint(path):
+            return path
+    if found:
+        names = " and ".join(p.name for p in found)
+        raise ImgclsError(f"{job.run}: {names} cannot be read (damaged); train this run again with `imgcls train`")
+    return None
+
+
+def readable_checkpoint(path: Path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError... for damaged files
+        log.warning("%s cannot be read (%s); not using it", display_path(path), str(error).splitlines()[0][:120])
+        return False
+    return True
+
+
 def save_stage(path: Path, module: ClassifierModule, score: float | None, epoch: int | None) -> None:
     """A finished stage's weights and score, atomically: `--resume` then skips the stage."""
     with atomic_path(path) as temporary:

@@ -37,7 +37,9 @@ from imgcls.training.steps import (
     load_best,
     load_stage,
     make_trainer,
+    readable_checkpoint,
     report_readable,
+    resume_point,
     run_trainer,
     save_stage,
 )
@@ -60,7 +62,7 @@ def fit_transfer(job: Job, resume: bool) -> None:
     head_file = run.checkpoint("head", "best")
     features = None
     # DDP workers start when stage 2 starts, after rank 0 saved stage 1: they take it as it is
-    if (resume or not is_rank_zero()) and head_file.is_file():
+    if (resume or not is_rank_zero()) and head_file.is_file() and readable_checkpoint(head_file):
         head_score, head_epoch = load_stage(head_file, module)
         log.info("stage 1 (head) is done: restored from the run's %s", head_file.name)
     else:
@@ -69,7 +71,7 @@ def fit_transfer(job: Job, resume: bool) -> None:
         head_score, head_epoch = _train_head(job, module, features)
         save_stage(head_file, module, head_score, head_epoch)
     if recipe.fine_tune:
-        _fine_tune(job, module, head_score, head_epoch, run.resume_checkpoint("fine-tune") if resume else None)
+        _fine_tune(job, module, head_score, head_epoch, resume_point(job, "fine-tune") if resume else None)
         return
     split = features[job.eval_split] if features else _extract(job, module, splits=(job.eval_split,))[job.eval_split]
     with torch.inference_mode():
