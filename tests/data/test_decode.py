@@ -428,7 +428,7 @@ def test_permission_error_mapped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "x.jpg"))
 
-    monkeypatch.setattr(decode.Image, "open", refuse)
+    monkeypatch.setattr(decode, "open_regular", refuse)
     assert "permission denied" in reason_of(tmp_path / "x.jpg")
 
 

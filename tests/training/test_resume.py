@@ -111,3 +111,31 @@ def test_ctrl_c_in_the_head_stage_of_a_new_run_says_run_it_again(
     with pytest.raises(ImgclsError, match="before its first checkpoint; run the same command again"):
         imgcls.train(data, "transfer", image_size=64, epochs=2, out=tmp_path / "runs", progress=False, report=False)
     assert not (tmp_path / "runs" / "transfer").exists()
+
+
+def test_a_transfer_run_killed_in_stage_1_resumes_from_the_start_of_stage_1(
+    cats_dogs_subset, imgcls_env, tmp_path: Path
+) -> None:
+    """Nothing of stage 1 is saved before it ends (it takes seconds on cached features): `--resume`
+    trains the head again from the cached features and finishes the run."""
+    data = cats_dogs_subset("data", train=8, val=4)
+    out = tmp_path / "runs"
+    run = out / "transfer"
+    command = [str(IMGCLS), "train", str(data), "--image-size", "64", "--epochs", "400", "--batch-size", "4"]
+    command += ["--out", str(out), "--no-report", "--no-progress"]
+    process = subprocess.Popen(command, env=imgcls_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(run / "history.csv", process)
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert not (run / "checkpoints" / "head-best.ckpt").exists(), "killed too late: stage 1 had ended"
+
+    resumed = subprocess.run(
+        [str(IMGCLS), "train", "--resume", str(run), "--no-progress"],
+        env=imgcls_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert history(run) == [("head", e) for e in range(1, 401)]
+    assert Run.open(run).kept["stage"] == "head"

@@ -36,6 +36,11 @@ def open_regular(path: Path | str) -> BinaryIO:
     """Open `path` for reading only if it is a regular file. O_NONBLOCK makes opening a FIFO return
     at once instead of waiting forever for a writer; the check is on the opened file itself (fstat),
     so a file swapped for a FIFO after listing is caught too."""
+    mode = os.stat(path).st_mode  # sockets cannot even be opened (ENXIO): say what they are
+    if stat.S_ISDIR(mode):
+        raise BadImageError(path, "is a directory")
+    if not stat.S_ISREG(mode):
+        raise BadImageError(path, f"not a regular file ({_file_kind(mode)})")
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         mode = os.fstat(descriptor).st_mode
@@ -51,7 +56,7 @@ def _file_kind(mode: int) -> str:
     for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device")):
         if test(mode):
             return kind
-    return "a folder" if stat.S_ISDIR(mode) else "a block device" if stat.S_ISBLK(mode) else "special"
+    return "a block device" if stat.S_ISBLK(mode) else "special"
 
 
 def is_image_file(path: Path) -> bool:

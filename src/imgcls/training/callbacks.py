@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import OnExceptionCheckpoint, RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -120,10 +122,41 @@ class EpochProgressBar(RichProgressBar):
         return f"{description:{len(self.validation_description)}}"
 
 
+DIGEST_KEY = "imgcls_sha256"
+
+
+def tensor_digest(value) -> str:
+    """sha256 over every tensor of a checkpoint (and where it sits): torch.load checks no checksum, so
+    flipped bytes inside the weights would otherwise load as wrong numbers."""
+    digest = hashlib.sha256()
+
+    def visit(item, where: str) -> None:
+        if isinstance(item, torch.Tensor):
+            digest.update(f"{where}|{item.dtype}|{tuple(item.shape)}".encode())
+            digest.update(item.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(item, dict):
+            for key in sorted(item, key=str):
+                if key != DIGEST_KEY:
+                    visit(item[key], f"{where}/{key}")
+        elif isinstance(item, (list, tuple)):
+            for index, element in enumerate(item):
+                visit(element, f"{where}/{index}")
+
+    visit(value, "")
+    return digest.hexdigest()
+
+
+def verify_digest(checkpoint: dict) -> bool:
+    """False when the checkpoint carries a digest its tensors no longer match."""
+    expected = checkpoint.get(DIGEST_KEY)
+    return expected is None or expected == tensor_digest(checkpoint)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to a temporary file and renamed into place: a kill while saving leaves the
-    previous checkpoint, never a truncated one that `--resume` could not read."""
+    """Checkpoints written to a temporary file and renamed into place, with a digest of their tensors:
+    a kill while saving leaves the previous checkpoint, and a damaged one is recognised on resume."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        checkpoint = {**checkpoint, DIGEST_KEY: tensor_digest(checkpoint)}
         with atomic_path(path) as temporary:
             super().save_checkpoint(checkpoint, temporary, storage_options)

@@ -25,12 +25,15 @@ from imgcls.plots import plot_confusion, plot_curves
 from imgcls.recipes import Recipe
 from imgcls.run import Run, TrainOptions
 from imgcls.training.callbacks import (
+    DIGEST_KEY,
     MONITORS,
     AtomicCheckpointIO,
     BestWeightsInMemory,
     EpochProgressBar,
     HistoryWriter,
     InterruptCheckpoint,
+    tensor_digest,
+    verify_digest,
 )
 from imgcls.training.module import ClassifierModule
 
@@ -192,18 +195,22 @@ def resume_point(job: Job, stage: str) -> Path | None:
 
 
 def readable_checkpoint(path: Path) -> bool:
+    """Whether `path` loads and its tensors match the digest saved with them (see AtomicCheckpointIO)."""
     try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        intact = verify_digest(torch.load(path, map_location="cpu", weights_only=True))
+        problem = None if intact else "its tensors do not match their digest"
     except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError... for damaged files
-        log.warning("%s cannot be read (%s); not using it", display_path(path), str(error).splitlines()[0][:120])
-        return False
-    return True
+        problem = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+    if problem:
+        log.warning("%s cannot be read (%s); not using it", display_path(path), problem)
+    return problem is None
 
 
 def save_stage(path: Path, module: ClassifierModule, score: float | None, epoch: int | None) -> None:
     """A finished stage's weights and score, atomically: `--resume` then skips the stage."""
+    saved = {"state_dict": module.state_dict(), "score": score, "epoch": epoch}
     with atomic_path(path) as temporary:
-        torch.save({"state_dict": module.state_dict(), "score": score, "epoch": epoch}, temporary)
+        torch.save({**saved, DIGEST_KEY: tensor_digest(saved)}, temporary)
 
 
 def load_stage(path: Path, module: ClassifierModule) -> tuple[float | None, int | None]:
