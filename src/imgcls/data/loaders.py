@@ -2,12 +2,14 @@
 
 `__getitems__` lets the DataLoader fetch a whole batch with one tensor index when no
 augmentation runs; with augmentation each image gets its own random transform (v2, uint8).
+The order of an epoch depends only on (seed, epoch) (`EpochShuffle`), so a run resumed at epoch k
+sees the batches a run that never stopped saw.
 """
 
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class InMemoryImages(Dataset):
@@ -30,6 +32,23 @@ class InMemoryImages(Dataset):
         return torch.stack([self.transform(self.images[i]) for i in indices]), self.labels[index]
 
 
+class EpochShuffle(Sampler[int]):
+    """A fresh random order every epoch, drawn from (seed, epoch) alone; Lightning calls `set_epoch`."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
 def _keep_batch(batch):
     return batch
 
@@ -37,12 +56,10 @@ def _keep_batch(batch):
 def make_loader(
     inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, transform=None, seed: int = 0
 ) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(
         InMemoryImages(inputs, labels, transform),
         batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
+        sampler=EpochShuffle(len(labels), seed) if shuffle else None,
         collate_fn=_keep_batch,
         num_workers=0,  # the images are already in memory; workers would only copy them
     )

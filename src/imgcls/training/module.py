@@ -55,10 +55,14 @@ class ClassifierModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["train_totals"] = {"epoch": self.totals_epoch, "totals": self.train_totals.tolist()}
+        # augmentation and dropout draw from torch's generator: a resumed run goes on with the same draws
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("train_totals", {"epoch": -1, "totals": [0.0, 0.0, 0.0]})
         self.totals_epoch, self.train_totals = saved["epoch"], torch.tensor(saved["totals"])
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
 
     def _add_to_totals(self, loss: torch.Tensor, accuracy: torch.Tensor, size: int) -> None:
         """Kept where the loss lives: no device sync per step."""
