@@ -22,6 +22,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -147,14 +148,15 @@ def server(run: Path, options: list[str]):
     port = free_port()
     command = [str(Path(sys.executable).parent / "imgcls"), "serve", str(run), "--port", str(port)]
     command += ["--max-upload-mb", str(UPLOAD_LIMIT_MB), *options]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_until_up(url, process)
-        yield url, process
-    finally:
-        process.terminate()
-        process.wait(30)
+    with tempfile.TemporaryFile("w+") as log:  # a pipe nobody reads would fill and stop the server
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            wait_until_up(url, process, log)
+            yield url, process
+        finally:
+            process.terminate()
+            process.wait(30)
 
 
 def free_port() -> int:
@@ -163,11 +165,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 300) -> None:
+def wait_until_up(url: str, process: subprocess.Popen, log, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            sys.exit(f"imgcls serve exited with {process.returncode}:\n{process.stderr.read()}")
+            log.seek(0)
+            sys.exit(f"imgcls serve exited with {process.returncode}:\n{log.read()}")
         try:
             if httpx.get(url + "health", timeout=2).status_code == 200:
                 return

@@ -70,6 +70,9 @@ def serve(
         float, typer.Option(help="Longest wait for concurrent requests to join a batch, in ms")
     ] = 3.0,
     engine: Annotated[str, typer.Option(help="torch, onnx or auto, as for predict")] = "auto",
+    body_timeout: Annotated[
+        float, typer.Option(help="Longest wait for a whole upload, in s (slower clients get 408)")
+    ] = 30.0,
 ) -> None:
     """Serve RUN as a web page (GET /) and a JSON API (POST /predict, GET /model, GET /health)."""
     from imgcls.serve import run_server
@@ -83,4 +86,5 @@ def serve(
         max_batch=max_batch,
         batch_window_ms=batch_window_ms,
         engine=engine,
+        body_timeout_s=body_timeout,
     )

@@ -35,12 +35,14 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from imgcls.engine import OnnxModule
 from imgcls.errors import ImgclsError
 from imgcls.inference import Classifier
 from imgcls.run import Run
 from imgcls.serve.batching import MicroBatcher, choose_max_batch
+from imgcls.serve.guard import server_options
 from imgcls.serve.uploads import UploadError, UploadLimit, decode_upload, too_large_message
 
 log = logging.getLogger(__name__)
@@ -61,14 +63,15 @@ class ServeSettings:
     max_batch: int | str = "auto"  # most images per model call; 1 turns batching off; auto: measured at start
     batch_window_ms: float = 3.0  # longest wait for requests still decoding to join a batch
     max_pending: int = 256  # requests decoding or queued before new ones get 503
+    body_timeout_s: float = 30.0  # longest wait for a whole request body (slow clients get 408)
 
     def __post_init__(self) -> None:
         if isinstance(self.max_batch, str) and self.max_batch.isdigit():
             self.max_batch = int(self.max_batch)
         if self.max_batch != "auto" and not (isinstance(self.max_batch, int) and self.max_batch >= 1):
             raise ImgclsError(f"--max-batch {self.max_batch!r}: use 'auto' or a number >= 1")
-        if self.max_upload_mb <= 0 or self.batch_window_ms < 0 or self.max_pending < 1:
-            raise ImgclsError("--max-upload-mb must be > 0 and --batch-window-ms >= 0")
+        if self.max_upload_mb <= 0 or self.batch_window_ms < 0 or self.max_pending < 1 or self.body_timeout_s <= 0:
+            raise ImgclsError("--max-upload-mb and --body-timeout must be > 0 and --batch-window-ms >= 0")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -104,7 +107,7 @@ def build_app(settings: ServeSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.model = model
-    app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes, body_timeout_s=settings.body_timeout_s)
     _add_error_handlers(app)
     page = files("imgcls.serve").joinpath("page.html").read_text(encoding="utf-8")
 
@@ -300,7 +303,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, error: UploadError) -> JSONResponse:
-        headers = {"Connection": "close"} if error.status == 413 else None  # the rest of the body is not read
+        headers = {"Connection": "close"} if error.status in (408, 413) else None  # the rest of the body is unread
         return refused(request, error.status, error.message, headers)
 
     @app.exception_handler(HTTPException)
@@ -311,6 +314,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         return refused(request, 422, f"invalid request: {problems}")
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, error: ClientDisconnect) -> JSONResponse:
+        log.debug("client left during its upload: %s %s", request.method, request.url.path)  # nobody to answer
+        return refused(request, 400, "the upload was cut off")
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, error: Exception) -> JSONResponse:
@@ -355,11 +363,12 @@ def run_server(run: Path | str, host: str = "127.0.0.1", port: int = 8000, worke
     if not _is_loopback(host):
         log.warning("listening on %s: anyone who can reach this machine can use the model (no authentication)", host)
     if workers <= 1:
-        uvicorn.run(build_app(chosen), host=host, port=port, log_level="info")
+        uvicorn.run(build_app(chosen), **server_options(host=host, port=port, log_level="info"))
         return
     Classifier.load(Run.open(chosen.run), engine=chosen.engine)  # fail here, and export ONNX once, not per worker
     os.environ[SETTINGS_ENV] = json.dumps(asdict(chosen))
-    uvicorn.run("imgcls.serve.app:create_app_from_environment", factory=True, host=host, port=port, workers=workers)
+    target = "imgcls.serve.app:create_app_from_environment"
+    uvicorn.run(target, **server_options(factory=True, host=host, port=port, workers=workers))
 
 
 def _is_loopback(host: str) -> bool:

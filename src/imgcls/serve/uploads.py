@@ -1,7 +1,8 @@
 """Uploads: a size limit enforced while the body streams in, and decoding that only ever says no.
 
 `UploadLimit` refuses a body over the limit from its Content-Length before reading anything, and
-counts the bytes of bodies that do not declare a length (or lie about it), stopping at the limit.
+counts the bytes of bodies that do not declare a length (or lie about it), stopping at the limit;
+a body that has not arrived within `body_timeout_s` (one byte a second...) is refused with 408.
 `decode_upload` turns bytes into the model's pixels through `imgcls.data.decode.load_image`, the
 same decoder as training (EXIF orientation, modes, decompression-bomb guard), after checking with
 Pillow's own format sniffers that the bytes are one of the served formats: nothing else reaches a
@@ -10,6 +11,7 @@ decoder, so exotic Pillow plugins (EPS runs Ghostscript) are out of reach of a r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import tempfile
@@ -45,10 +47,11 @@ def too_large_message(max_bytes: int) -> str:
 class UploadLimit:
     """ASGI middleware: at most `max_bytes` (+ multipart framing) of request body, counted as it arrives."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, body_timeout_s: float = 30.0):
         self.app = app
         self.max_bytes = max_bytes
         self.max_body = max_bytes + MULTIPART_ALLOWANCE
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,13 +65,21 @@ class UploadLimit:
             response = JSONResponse({"error": message}, status_code=status, headers={"Connection": "close"})
             await response(scope, receive, send)
             return
-        received = 0
+        received, complete = 0, False
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
 
         async def counted() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # the body is in: later calls wait for the disconnect, without a deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            except TimeoutError:
+                late = f"the upload did not arrive within {self.body_timeout_s:g} s (--body-timeout)"
+                raise UploadError(408, late) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > self.max_body:
                     raise UploadError(413, too_large_message(self.max_bytes))
             return message
