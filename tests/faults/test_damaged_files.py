@@ -77,5 +77,10 @@ def test_a_damaged_image_cache_entry_is_decoded_again(tmp_path: Path, images, is
     cut_short(entry)
     again = ImageCache(DecodeSettings((24, 24))).load(photo)
     assert np.array_equal(first, again)
-    entry.write_bytes(entry.read_bytes()[:128])  # only the header is left: another shape
+    entry.write_bytes(entry.read_bytes()[:128])  # only the header is left
     assert np.array_equal(ImageCache(DecodeSettings((24, 24))).load(photo), first)
+    data = bytearray(entry.read_bytes())
+    data[200] ^= 0xFF  # one pixel changed: the array still loads, but its digest no longer matches
+    entry.write_bytes(bytes(data))
+    assert np.array_equal(ImageCache(DecodeSettings((24, 24))).load(photo), first)
+    assert entry.read_bytes() != bytes(data)  # and the entry was written again

@@ -7,7 +7,9 @@ cache, so nothing stale is ever served.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -55,9 +57,12 @@ def cache_key(path: Path, settings: DecodeSettings) -> str | None:
 
 
 class ArrayStore:
-    """`.npy` files named by key under `folder/<key[:2]>/`, written atomically (temp + rename).
+    """`.npy` files named by key under `folder/<key[:2]>/`, each followed by a 16-byte BLAKE2b digest of
+    itself, written atomically (temporary file + rename; no fsync: an entry lost to a crash is only
+    decoded again). A damaged entry (cut short, bytes changed) fails its digest and reads as missing;
+    a read-only or full disk only costs speed."""
 
-    A damaged entry reads as missing and a read-only or full disk only costs speed."""
+    DIGEST_BYTES = 16
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -66,23 +71,38 @@ class ArrayStore:
         return self.folder / key[:2] / f"{key}.npy"
 
     def load(self, key: str) -> np.ndarray | None:
-        entry = self.path(key)
-        if not entry.exists():
+        try:
+            raw = self.path(key).read_bytes()
+        except OSError:
+            return None
+        body, digest = raw[: -self.DIGEST_BYTES], raw[-self.DIGEST_BYTES :]
+        if len(raw) <= self.DIGEST_BYTES or _digest(body) != digest:
             return None
         try:
-            return np.load(entry, allow_pickle=False)
-        except (OSError, ValueError, EOFError):  # np.load raises EOFError on an empty file
+            return np.load(io.BytesIO(body), allow_pickle=False)
+        except (OSError, ValueError, EOFError):
             return None
 
     def store(self, key: str, array: np.ndarray) -> None:
         entry = self.path(key)
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        body = buffer.getvalue()
+        temporary = None
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=entry.parent, suffix=".tmp", delete=False) as handle:
-                np.save(handle, array, allow_pickle=False)
-            os.replace(handle.name, entry)
+                temporary = handle.name
+                handle.write(body + _digest(body))
+            os.replace(temporary, entry)
         except OSError:
-            pass
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=ArrayStore.DIGEST_BYTES).digest()
 
 
 class ImageCache:
