@@ -49,7 +49,10 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         os.replace(temporary, target)
     except OSError as error:
         if error.filename in (None, str(temporary), temporary):  # name the file the user knows
-            raise OSError(error.errno, error.strerror or str(error), str(target)) from error
+            reason = error.strerror or str(error)
+            if error.errno in FULL_DISK and target.is_file():  # the file it replaces: about what it needs
+                reason += f"; it needs about {readable_size(target.stat().st_size)}"
+            raise OSError(error.errno, reason, str(target)) from error
         raise
     finally:
         temporary.unlink(missing_ok=True)
@@ -87,8 +90,16 @@ def describe_os_error(error: OSError) -> str:
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
         with contextlib.suppress(OSError):
-            text += f" ({shutil.disk_usage(folder).free / 2**20:,.0f} MiB free on that disk)"
+            text += f" ({readable_size(shutil.disk_usage(folder).free)} free on that disk)"
     return text
+
+
+def readable_size(size: int) -> str:
+    """'812 KiB', '38.2 MiB', '4.1 GiB'."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if size >= scale:
+            return f"{size / scale:,.1f} {unit}"
+    return f"{max(1, round(size / 1024)):,} KiB"
 
 
 def fresh_dir(parent: Path, name: str) -> Path:
