@@ -52,11 +52,27 @@ def train(
         csv_alone = options.labels is not None and options.labels.csv is not None
         run = train_run(data if data is not None or csv_alone else DEFAULT_DATA, chosen, options)
         report = options.report
-    if report and is_rank_zero():
-        from imgcls.report import write_report_safely
+    if is_rank_zero():
+        _export_onnx_safely(run)
+        if report:
+            from imgcls.report import write_report_safely
 
-        write_report_safely(run)
+            write_report_safely(run)
     return run
+
+
+def _export_onnx_safely(run: Run) -> None:
+    """model.onnx beside the weights, so that predicting needs neither torch nor a first-use export;
+    a model the exporter cannot take is a warning (PyTorch then predicts), never a failed training."""
+    import logging
+
+    from imgcls.export import export_onnx
+
+    try:
+        export_onnx(run)
+    except Exception as error:  # the model is saved; predict and serve fall back to PyTorch
+        log = logging.getLogger("imgcls")
+        log.warning("could not write %s (%s); predicting will use PyTorch", run.onnx_path, error)
 
 
 def _resume_takes_nothing_else(data, recipe, settings: dict[str, Any]) -> None:

@@ -21,7 +21,8 @@ from torch import nn
 from imgcls.engine import export_module
 from imgcls.errors import ImgclsError
 from imgcls.files import atomic_write_text
-from imgcls.models.classifier import WEIGHTS_FILE, ImageClassifier, ModelSpec, probabilities
+from imgcls.modelfile import WEIGHTS_FILE
+from imgcls.models.classifier import ImageClassifier, ModelSpec, probabilities
 from imgcls.run import Run
 
 SUPPORTED_FORMATS = ("onnx",)

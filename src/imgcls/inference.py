@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
-import os
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,12 +12,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from imgcls.data.decode import BadImageError, is_image_file, load_image
+from imgcls.data.decode import load_image
 from imgcls.engine import OnnxModule
 from imgcls.errors import ImgclsError
 from imgcls.export import export_onnx
-from imgcls.files import display_path
-from imgcls.models.classifier import WEIGHTS_FILE, ModelSpec, predict_probabilities
+from imgcls.modelfile import WEIGHTS_FILE
+from imgcls.models.classifier import ModelSpec, predict_probabilities
+from imgcls.predict import Prediction, iter_files, predict_stream
 from imgcls.run import Run
 
 if TYPE_CHECKING:
@@ -30,18 +27,6 @@ if TYPE_CHECKING:
 ImageInput = str | Path | Image.Image | np.ndarray
 ENGINES = ("auto", "torch", "onnx")
 log = logging.getLogger("imgcls")
-
-
-@dataclass
-class Prediction:
-    source: str
-    label: str | None = None
-    probability: float | None = None
-    probabilities: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-
-    def top_k(self, k: int) -> list[tuple[str, float]]:
-        return sorted(self.probabilities.items(), key=lambda item: -item[1])[:k]
 
 
 class Classifier:
@@ -78,12 +63,7 @@ class Classifier:
     def predict(self, items: ImageInput | Sequence[ImageInput], batch_size: int = 16) -> list[Prediction]:
         """One `Prediction` per input; unreadable files get `error` set instead of raising."""
         items = [items] if isinstance(items, (str, Path, Image.Image, np.ndarray)) else list(items)
-        predictions: list[Prediction] = []
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            for start in range(0, len(items), batch_size):
-                chunk = items[start : start + batch_size]
-                predictions += self._predict_chunk(chunk, list(pool.map(self._safe_pixels, chunk)))
-        return predictions
+        return list(predict_stream(self, items, batch_size))
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """(N, H, W, C) uint8 from `pixels` -> (N, n_classes), for callers that decode and batch
@@ -97,28 +77,6 @@ class Classifier:
 
         return explain(self, item, class_index)
 
-    def _safe_pixels(self, item: ImageInput) -> np.ndarray | BadImageError:
-        try:
-            return self.pixels(item)
-        except BadImageError as error:
-            return error
-
-    def _predict_chunk(self, items: list[ImageInput], decoded: list) -> list[Prediction]:
-        good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
-        results = [Prediction(source=_describe(item)) for item in items]
-        if good:
-            batch = torch.from_numpy(np.stack([decoded[i] for i in good])).permute(0, 3, 1, 2)
-            probs = self._probabilities(batch)
-            for row, index in enumerate(good):
-                best = int(probs[row].argmax())
-                results[index].label = self.classes[best]
-                results[index].probability = float(probs[row, best])
-                results[index].probabilities = {c: float(p) for c, p in zip(self.classes, probs[row], strict=True)}
-        for index, item in enumerate(decoded):
-            if isinstance(item, BadImageError):
-                results[index].error = item.reason
-        return results
-
     def _probabilities(self, batch: torch.Tensor) -> np.ndarray:
         """(N, C, H, W) uint8 -> (N, n_classes): the only step that differs between the engines."""
         if self.onnx is not None:
@@ -128,29 +86,7 @@ class Classifier:
 
 def expand_paths(patterns: Iterable[str | Path]) -> list[Path]:
     """Files, folders (recursively, images only) and glob patterns, in a stable order."""
-    found: list[Path] = []
-    for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
-        elif path.exists():
-            found.append(path)
-        elif glob.has_magic(str(pattern)):
-            matches = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True))
-            if not matches:
-                raise ImgclsError(f"{pattern}: no file matches this pattern")
-            found += [p for p in matches if p.is_file()]
-        else:
-            found.append(path)  # reported as an error row: file not found
-    return found
-
-
-def _describe(item: ImageInput) -> str:
-    if isinstance(item, (str, Path)):
-        return display_path(item)
-    if isinstance(item, np.ndarray):
-        return f"<array {'x'.join(map(str, item.shape))}>"
-    return f"<PIL image {item.width}x{item.height}>"
+    return list(iter_files(patterns))
 
 
 def run_onnx_module(run: Run, spec: ModelSpec, engine: str = "auto") -> OnnxModule | None:

@@ -32,11 +32,27 @@ def progress_bar(
         TransferSpeedColumn,
     )
 
-    counted = (DownloadColumn(), TransferSpeedColumn()) if unit == "bytes" else (MofNCompleteColumn(),)
+    if unit == "bytes":
+        counted = (DownloadColumn(), TransferSpeedColumn())
+    elif total is None:  # a stream of unknown length: how many so far, and how fast
+        counted = (TextColumn(f"{{task.completed:,.0f}} {unit}"), _rate_column(unit))
+    else:
+        counted = (MofNCompleteColumn(), _rate_column(unit))
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), *counted, TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
         task = bar.add_task(title, total=total, completed=completed)
         yield lambda n: bar.advance(task, n)
+
+
+def _rate_column(unit: str):
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:,.1f} {unit}/s" if task.speed else "")
+
+    return RateColumn()
 
 
 def is_rank_zero() -> bool:

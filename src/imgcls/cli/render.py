@@ -148,6 +148,17 @@ def print_predictions(predictions: list, classes: list[str], output_format: str,
         console.print(table)
 
 
+def print_stream_summary(summary) -> None:
+    """What `imgcls predict --output` says at the end (on stderr: stdout may be piped)."""
+    kept = f"; {summary.already_done:,} were there already" if summary.already_done else ""
+    err_console.print(
+        f"{summary.predicted:,} files predicted into {escape(summary.output)} in {summary.seconds:g} s "
+        f"({summary.images_per_s:,.1f} images/s){kept}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def print_recipes(recipes: list, default: str) -> None:
     for r in recipes:
         marker = " [green](default)[/green]" if r.name == default else ""

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from imgcls.cli.app import ImagePathsArg, RunArg, app
-from imgcls.cli.render import err_console, print_predictions
+from imgcls.cli.app import RunArg, app
+from imgcls.cli.render import err_console, print_predictions, print_stream_summary
 from imgcls.errors import ImgclsError
 
 FORMATS = ("table", "csv", "json")
@@ -18,25 +18,43 @@ FORMATS = ("table", "csv", "json")
 @app.command()
 def predict(
     run: RunArg,
-    paths: ImagePathsArg,
-    output_format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    paths: Annotated[list[str] | None, typer.Argument(help="Image files, folders or glob patterns")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Stream rows into FILE.csv, .jsonl or .parquet; a rerun adds what is missing")
+    ] = None,
+    from_list: Annotated[Path | None, typer.Option(help="A file of image paths, one a line")] = None,
+    progress: Annotated[bool, typer.Option(help="Progress bar with --output")] = True,
+    output_format: Annotated[str, typer.Option("--format", help="table, csv or json (without --output)")] = "table",
     top_k: Annotated[int, typer.Option(help="Classes shown per image")] = 1,
     batch_size: Annotated[int, typer.Option(help="Images per batch (16 is fastest on a 2-core CPU)")] = 16,
     engine: Annotated[
         str, typer.Option(help="torch, onnx (RUN/model.onnx, see imgcls export) or auto (onnx, exported when missing)")
     ] = "auto",
 ) -> None:
-    """Predict classes for images; unreadable files get an error row and a non-zero exit code."""
-    from imgcls.inference import Classifier, expand_paths
+    """Predict classes for images; unreadable files get an error row and a non-zero exit code. With
+    --output, results stream into a CSV, JSON Lines or Parquet file, and a rerun adds only what is missing."""
+    from imgcls.predict import iter_files, onnx_predictor, predict_stream, predict_to_file
 
     if output_format not in FORMATS:
         raise ImgclsError(f"--format {output_format!r}: use {', '.join(FORMATS)}")
-    classifier = Classifier.load(run, engine=engine)
-    predictions = classifier.predict(expand_paths(paths), batch_size=batch_size)
-    print_predictions(predictions, classifier.classes, output_format, top_k)
-    failed = sum(p.error is not None for p in predictions)
+    if not paths and from_list is None:
+        raise ImgclsError("give image files, folders or patterns, or --from-list FILE")
+    model = onnx_predictor(run, engine)
+    if model is None:  # no up-to-date model.onnx: PyTorch (and an ONNX export for next time)
+        from imgcls.inference import Classifier
+
+        model = Classifier.load(run, engine=engine)
+    files = iter_files(paths, from_list)
+    if output is not None:
+        summary = predict_to_file(model, files, output, batch_size, progress=progress)
+        print_stream_summary(summary)
+        failed, total = summary.failed, summary.predicted
+    else:
+        predictions = list(predict_stream(model, files, batch_size))
+        print_predictions(predictions, model.classes, output_format, top_k)
+        failed, total = sum(p.error is not None for p in predictions), len(predictions)
     if failed:
-        err_console.print(f"[red]{failed} of {len(predictions)} file(s) could not be read[/red]")
+        err_console.print(f"[red]{failed} of {total} file(s) could not be read[/red]")
         raise typer.Exit(1)
 
 

@@ -19,11 +19,8 @@ from torch import nn
 
 from imgcls.errors import ImgclsError
 from imgcls.files import atomic_path, atomic_write_text
+from imgcls.modelfile import FORMAT_VERSION, SPEC_FILE, WEIGHTS_FILE
 from imgcls.models.registry import create_model
-
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-SPEC_FILE = "model.json"
 
 
 @dataclass

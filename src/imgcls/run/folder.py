@@ -31,6 +31,7 @@ import yaml
 from imgcls.data.discover import Dataset, from_manifest
 from imgcls.errors import ImgclsError
 from imgcls.files import atomic_write_json, atomic_write_text, display_path, fresh_dir
+from imgcls.modelfile import SPEC_FILE, WEIGHTS_FILE
 from imgcls.progress import is_rank_zero
 from imgcls.run.history import read_history
 from imgcls.run.options import TrainOptions
@@ -83,8 +84,8 @@ class Run:
         folder = Path(path)
         if not folder.is_dir():
             raise ImgclsError(f"{display_path(folder)}: no such run folder")
-        if not (folder / CONFIG).is_file() and not (folder / _spec_file()).is_file():
-            raise ImgclsError(f"{display_path(folder)}: not an imgcls run folder (no {CONFIG} or {_spec_file()})")
+        if not (folder / CONFIG).is_file() and not (folder / SPEC_FILE).is_file():
+            raise ImgclsError(f"{display_path(folder)}: not an imgcls run folder (no {CONFIG} or {SPEC_FILE})")
         return cls(folder)
 
     @property
@@ -207,8 +208,6 @@ class Run:
     def is_finished(self) -> bool:
         """Training wrote its result: `kept` (written last), or, for runs made before `kept`
         existed, the model files and metrics."""
-        from imgcls.models.classifier import SPEC_FILE, WEIGHTS_FILE
-
         if self.kept:
             return True
         return all((self.path / name).is_file() for name in (SPEC_FILE, WEIGHTS_FILE, METRICS))
@@ -259,6 +258,10 @@ class Run:
     @property
     def onnx_path(self) -> Path:
         return self.path / ONNX
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / WEIGHTS_FILE
 
     def output_dir(self, command: str) -> Path:
         """A folder for a command's pictures: `explain/`, `activations/`."""
@@ -318,12 +321,6 @@ class Run:
     def _forget(self) -> None:
         for name in ("config", "recipe", "options", "spec", "dataset", "metrics"):
             self.__dict__.pop(name, None)
-
-
-def _spec_file() -> str:
-    from imgcls.models.classifier import SPEC_FILE
-
-    return SPEC_FILE
 
 
 def _plain(value: Any) -> Any:
