@@ -122,3 +122,13 @@ def test_killed_half_way_every_file_is_there_exactly_once(tiny_runs, tmp_path: P
     paths = [r["path"] for r in rows_of(output)]
     assert sorted(paths) == sorted(str(p) for p in many)  # every file exactly once
     assert f"{written:,} were there already" in again.stderr
+
+
+def test_the_cli_takes_a_list_alone(tiny_runs, photos, tmp_path: Path, imgcls_env) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{p}\n" for p in photos[:4]))
+    output = tmp_path / "out.jsonl"
+    command = [str(IMGCLS), "predict", str(tiny_runs.transfer), "--from-list", str(listing), "--output", str(output)]
+    result = subprocess.run(command, env=imgcls_env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert [r["path"] for r in rows_of(output)] == [str(p) for p in photos[:4]]

@@ -44,7 +44,7 @@ def predict(
         from imgcls.inference import Classifier
 
         model = Classifier.load(run, engine=engine)
-    files = iter_files(paths, from_list)
+    files = iter_files(paths or [], from_list)
     if output is not None:
         summary = predict_to_file(model, files, output, batch_size, progress=progress)
         print_stream_summary(summary)
