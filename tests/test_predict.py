@@ -132,3 +132,10 @@ def test_the_cli_takes_a_list_alone(tiny_runs, photos, tmp_path: Path, imgcls_en
     result = subprocess.run(command, env=imgcls_env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert [r["path"] for r in rows_of(output)] == [str(p) for p in photos[:4]]
+
+
+def test_a_parquet_output_of_another_model_is_refused(model, photos, tmp_path: Path) -> None:
+    output = tmp_path / "out.parquet"
+    predict_to_file(model, photos[:2], output)
+    with pytest.raises(ImgclsError, match="columns are not this model's classes"):
+        ResultFile(output, ["car", "bus"])

@@ -277,6 +277,8 @@ class ResultFile:
         import pyarrow.parquet as pq
 
         for part in sorted(self.path.glob("part-*.parquet")):
+            if pq.read_schema(part).names != self.columns:
+                raise ImgclsError(f"--output {display_path(self.path)}: its columns are not this model's classes")
             self.done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
             self.parts = max(self.parts, int(part.stem.split("-")[1]) + 1)
 
