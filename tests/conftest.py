@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -323,3 +324,37 @@ def served_run(cats_dogs_tree, tmp_path_factory) -> Path:
 def photos(cats_vs_dogs_dir) -> dict[str, list[Path]]:
     """Held-out photos per class (from val/, which the run above never trains on)."""
     return {name: sorted((cats_vs_dogs_dir / "val" / name).glob("*.jpg"))[10:16] for name in ("cat", "dog")}
+
+
+@contextlib.contextmanager
+def uvicorn_in_thread(app, **options):
+    """An ASGI app on uvicorn in a thread, on a loopback socket bound before it starts (no port race);
+    yields (host, port). `options` go to uvicorn.Config."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, **{"log_level": "warning", **options}))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(600):
+        if server.started:
+            break
+        thread.join(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield sock.getsockname()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def serve_in_thread():
+    """`with serve_in_thread(app, **uvicorn_options) as (host, port): ...` (see `uvicorn_in_thread`)."""
+    return uvicorn_in_thread

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from imgcls.serve import create_app
 from imgcls.serve.guard import GuardedH11Protocol, server_options
@@ -28,23 +26,10 @@ class QuickGuard(GuardedH11Protocol):
 
 
 @pytest.fixture(scope="module")
-def address(served_run: Path):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+def address(served_run: Path, serve_in_thread):
     app = create_app(served_run, max_upload_mb=1, body_timeout_s=BODY_TIMEOUT_S, max_batch=1)
-    server = uvicorn.Server(uvicorn.Config(app, **server_options(http=QuickGuard, log_level="warning")))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(600):
-        if server.started:
-            break
-        thread.join(0.05)
-    assert server.started, "uvicorn did not start"
-    yield sock.getsockname()
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serve_in_thread(app, **server_options(http=QuickGuard, log_level="warning")) as bound:
+        yield bound
 
 
 def connect(address) -> socket.socket:

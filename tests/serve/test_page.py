@@ -6,13 +6,10 @@ scrolling; class names from the server are shown as text, never interpreted as H
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from playwright.sync_api import expect
 
 from imgcls.serve import create_app
@@ -22,23 +19,10 @@ WAIT_MS = 30_000  # a shared 2-core machine can be slow; the page itself answers
 
 
 @pytest.fixture(scope="module")
-def server_url(served_run: Path):
-    """`imgcls serve`'s app on uvicorn in a thread, on a loopback socket bound before it starts (no port race)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(served_run, max_upload_mb=2), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(600):
-        if server.started:
-            break
-        thread.join(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+def server_url(served_run: Path, serve_in_thread):
+    """`imgcls serve`'s app on uvicorn in a thread."""
+    with serve_in_thread(create_app(served_run, max_upload_mb=2)) as (host, port):
+        yield f"http://{host}:{port}/"
 
 
 # Waits use locators and `expect`, never string predicates: the page's Content-Security-Policy forbids eval.
