@@ -186,7 +186,7 @@ def resume_point(job: Job, stage: str) -> Path | None:
     flipped bytes) is said and passed over for the older one."""
     found = job.run.resume_checkpoints(stage)
     for path in found:
-        if readable_checkpoint(path):
+        if read_checkpoint(path) is not None:
             return path
     if found:
         names = " and ".join(p.name for p in found)
@@ -194,16 +194,18 @@ def resume_point(job: Job, stage: str) -> Path | None:
     return None
 
 
-def readable_checkpoint(path: Path) -> bool:
-    """Whether `path` loads and its tensors match the digest saved with them (see AtomicCheckpointIO)."""
+def read_checkpoint(path: Path) -> dict | None:
+    """The checkpoint, when it loads and its tensors match the digest saved with them (see
+    AtomicCheckpointIO); None, said in a warning, when it is damaged."""
     try:
-        intact = verify_digest(torch.load(path, map_location="cpu", weights_only=True))
-        problem = None if intact else "its tensors do not match their digest"
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        problem = None if verify_digest(saved) else "its tensors do not match their digest"
     except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError... for damaged files
-        problem = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        saved, problem = None, str(error).splitlines()[0][:120] if str(error) else type(error).__name__
     if problem:
         log.warning("%s cannot be read (%s); not using it", display_path(path), problem)
-    return problem is None
+        return None
+    return saved
 
 
 def save_stage(path: Path, module: ClassifierModule, score: float | None, epoch: int | None) -> None:
@@ -213,8 +215,12 @@ def save_stage(path: Path, module: ClassifierModule, score: float | None, epoch:
         torch.save({**saved, DIGEST_KEY: tensor_digest(saved)}, temporary)
 
 
-def load_stage(path: Path, module: ClassifierModule) -> tuple[float | None, int | None]:
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+def load_stage(path: Path, module: ClassifierModule) -> tuple[float | None, int | None] | None:
+    """A finished stage's score and epoch, its weights loaded into `module`; None when there is no
+    intact checkpoint of it (the stage then runs again)."""
+    saved = read_checkpoint(path) if path.is_file() else None
+    if saved is None:
+        return None
     module.load_state_dict(saved["state_dict"])
     return saved.get("score"), saved.get("epoch")
 

@@ -37,7 +37,6 @@ from imgcls.training.steps import (
     load_best,
     load_stage,
     make_trainer,
-    readable_checkpoint,
     report_readable,
     resume_point,
     run_trainer,
@@ -62,8 +61,9 @@ def fit_transfer(job: Job, resume: bool) -> None:
     head_file = run.checkpoint("head", "best")
     features = None
     # DDP workers start when stage 2 starts, after rank 0 saved stage 1: they take it as it is
-    if (resume or not is_rank_zero()) and head_file.is_file() and readable_checkpoint(head_file):
-        head_score, head_epoch = load_stage(head_file, module)
+    restored = load_stage(head_file, module) if resume or not is_rank_zero() else None
+    if restored is not None:
+        head_score, head_epoch = restored
         log.info("stage 1 (head) is done: restored from the run's %s", head_file.name)
     else:
         features = _extract(job, module)
