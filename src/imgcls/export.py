@@ -21,7 +21,7 @@ from torch import nn
 from imgcls.engine import export_module
 from imgcls.errors import ImgclsError
 from imgcls.files import atomic_write_text
-from imgcls.modelfile import WEIGHTS_FILE
+from imgcls.modelfile import WEIGHTS_FILE, sidecar_path
 from imgcls.models.classifier import ImageClassifier, ModelSpec, probabilities
 from imgcls.run import Run
 
@@ -86,10 +86,6 @@ def export_onnx(run: Run | Path | str, out: Path | None = None, opset: int = 17)
     export_module(ProbabilityModel(model, spec.output), example, out, [OUTPUT_NAME], opset, metadata, INPUT_NAME)
     atomic_write_text(sidecar, json.dumps(description, indent=2) + "\n")
     return out
-
-
-def sidecar_path(onnx_path: Path) -> Path:
-    return onnx_path.with_name(onnx_path.name + ".json")
 
 
 def describe(spec: ModelSpec, opset: int = 17) -> dict[str, Any]:

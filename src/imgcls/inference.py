@@ -16,7 +16,6 @@ from imgcls.data.decode import load_image
 from imgcls.engine import OnnxModule
 from imgcls.errors import ImgclsError
 from imgcls.export import export_onnx
-from imgcls.modelfile import WEIGHTS_FILE
 from imgcls.models.classifier import ModelSpec, predict_probabilities
 from imgcls.predict import Prediction, iter_files, predict_stream
 from imgcls.run import Run
@@ -97,8 +96,7 @@ def run_onnx_module(run: Run, spec: ModelSpec, engine: str = "auto") -> OnnxModu
         raise ImgclsError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
     if engine == "torch":
         return None
-    onnx_path, weights = run.onnx_path, run.path / WEIGHTS_FILE
-    stale = onnx_path.is_file() and weights.is_file() and onnx_path.stat().st_mtime_ns <= weights.stat().st_mtime_ns
+    onnx_path, weights, stale = run.onnx_path, run.weights_path, run.onnx_is_stale
     if engine == "auto" and (stale or not onnx_path.is_file()):
         try:  # export once, beside the weights: later predictions reuse it
             export_onnx(run)

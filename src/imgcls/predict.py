@@ -32,6 +32,7 @@ import numpy as np
 from imgcls.data.decode import BadImageError, is_image_file, load_image
 from imgcls.errors import ImgclsError
 from imgcls.files import atomic_path, display_path
+from imgcls.modelfile import sidecar_path
 from imgcls.run import Run
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
@@ -72,7 +73,7 @@ class OnnxPredictor:
     def __init__(self, onnx_path: Path, threads: int | None = None):
         import onnxruntime as ort
 
-        description = json.loads(Path(f"{onnx_path}.json").read_text(encoding="utf-8"))
+        description = json.loads(sidecar_path(onnx_path).read_text(encoding="utf-8"))
         self.classes: list[str] = list(description["output"]["classes"])
         self.size = tuple(description["preprocessing"]["size"])
         self.channels = 3 if description["input"]["channels"] == "RGB" else 1
@@ -96,7 +97,8 @@ def onnx_predictor(run: Run | Path | str, engine: str = "auto") -> OnnxPredictor
     (engine auto or onnx); None otherwise: then `imgcls.inference.Classifier` (PyTorch) predicts,
     and exports the ONNX file when it can."""
     run = Run.open(run)
-    if engine not in ("auto", "onnx") or not _usable(run, run.onnx_path):
+    current = run.onnx_path.is_file() and sidecar_path(run.onnx_path).is_file() and not run.onnx_is_stale
+    if engine not in ("auto", "onnx") or not current:
         return None
     try:
         return OnnxPredictor(run.onnx_path)
@@ -104,15 +106,6 @@ def onnx_predictor(run: Run | Path | str, engine: str = "auto") -> OnnxPredictor
         if engine == "onnx":
             raise ImgclsError(f"{display_path(run.onnx_path)}: cannot open this ONNX model ({error})") from None
         return None
-
-
-def _usable(run: Run, onnx_path: Path) -> bool:
-    """model.onnx and its description are there and newer than the weights."""
-    weights = run.weights_path
-    sidecar = Path(f"{onnx_path}.json")
-    if not (onnx_path.is_file() and sidecar.is_file()):
-        return False
-    return not weights.is_file() or onnx_path.stat().st_mtime_ns > weights.stat().st_mtime_ns
 
 
 # --------------------------------------------------------------------------- which files
@@ -174,29 +167,28 @@ def predict_stream(
     model: Predictor, items: Iterable[Any], batch_size: int = 16, workers: int | None = None
 ) -> Iterator[Prediction]:
     """Predictions in input order; decoding runs ahead in threads (at most a few batches ahead)."""
-    workers = workers or os.cpu_count() or 1
+    batch: list[tuple[Any, np.ndarray | BadImageError]] = []
+    for decoded in _decoded(model, items, workers or os.cpu_count() or 1, batch_size):
+        batch.append(decoded)
+        if len(batch) == batch_size:
+            yield from _answer(model, batch)
+            batch = []
+    yield from _answer(model, batch)
+
+
+def _decoded(model: Predictor, items: Iterable[Any], workers: int, batch_size: int) -> Iterator[tuple]:
+    """(item, pixels or BadImageError) in input order, decoded in a thread pool with bounded look-ahead."""
     ahead = max(batch_size * 4, workers * 2)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgcls-decode") as pool:
         pending: deque[tuple[Any, Future]] = deque()
-        batch: list[tuple[Any, np.ndarray | BadImageError]] = []
         for item in items:
             pending.append((item, pool.submit(_safe_pixels, model, item)))
-            while len(pending) >= ahead:
-                batch.append(_take(pending))
-                if len(batch) == batch_size:
-                    yield from _answer(model, batch)
-                    batch = []
+            if len(pending) >= ahead:
+                ready, future = pending.popleft()
+                yield ready, future.result()
         while pending:
-            batch.append(_take(pending))
-            if len(batch) == batch_size:
-                yield from _answer(model, batch)
-                batch = []
-        yield from _answer(model, batch)
-
-
-def _take(pending: deque) -> tuple[Any, np.ndarray | BadImageError]:
-    item, future = pending.popleft()
-    return item, future.result()
+            ready, future = pending.popleft()
+            yield ready, future.result()
 
 
 def _safe_pixels(model: Predictor, item: Any) -> np.ndarray | BadImageError:

@@ -67,7 +67,8 @@ def export(
 ) -> None:
     """Export the model: ONNX takes float32 NCHW pixels 0..255 and returns class probabilities;
     OUT.json next to it describes the preprocessing. Prints the path written."""
-    from imgcls.export import export_model, sidecar_path
+    from imgcls.export import export_model
+    from imgcls.modelfile import sidecar_path
 
     path = export_model(run, export_format, out, opset)
     sys.stdout.write(f"{path}\n")

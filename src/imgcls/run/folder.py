@@ -263,6 +263,12 @@ class Run:
     def weights_path(self) -> Path:
         return self.path / WEIGHTS_FILE
 
+    @property
+    def onnx_is_stale(self) -> bool:
+        """model.onnx is there but not newer than the weights (trained again since it was exported)."""
+        onnx, weights = self.onnx_path, self.weights_path
+        return onnx.is_file() and weights.is_file() and onnx.stat().st_mtime_ns <= weights.stat().st_mtime_ns
+
     def output_dir(self, command: str) -> Path:
         """A folder for a command's pictures: `explain/`, `activations/`."""
         if command not in OUTPUT_DIRS:
