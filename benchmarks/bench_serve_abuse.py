@@ -155,32 +155,25 @@ class Abuse:
     def slow_head(self) -> str:
         client = self.connect()
         client.sendall(b"POST /predict HTTP/1.1\r\n")
-        while self.running.is_set():
-            try:
-                client.sendall(b"X-Slow: 1\r\n")
-                if client.recv(4096) == b"":
-                    client.close()
-                    return "closed"
-            except TimeoutError:
-                continue
-            except OSError:
-                return "closed"
-        client.close()
-        return "stopped"
+        return self.trickle(client, b"X-Slow: 1\r\n")  # one header line a second, never the blank line
 
     def slow_body(self) -> str:
         client = self.connect()
         client.sendall(HEAD.format(length=100_000).encode())
+        return self.trickle(client, b"\xff")  # one byte a second of a declared 100 kB
+
+    def trickle(self, client: socket.socket, piece: bytes) -> str:
+        """Send `piece` about once a second until the server answers (its status) or closes."""
         while self.running.is_set():
             try:
-                client.sendall(b"\xff")
+                client.sendall(piece)
                 data = client.recv(4096)
-                client.close()
-                return data.split(b" ")[1].decode() if data.startswith(b"HTTP/") else "closed"
             except TimeoutError:
                 continue
             except OSError:
                 return "closed"
+            client.close()
+            return data.split(b" ")[1].decode() if data.startswith(b"HTTP/") else "closed"
         client.close()
         return "stopped"
 
