@@ -26,6 +26,7 @@ from imgcls.run import Run, TrainOptions
 DEFAULT_DATA = "cats-vs-dogs"
 OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(TrainOptions))
 RENAMED = {"unfreeze_from": "unfreeze"}  # CLI name -> recipe field
+RESUME_SETTINGS = ("progress", "report", "address")  # all a resumed run takes: the rest is its own
 
 
 def train(
@@ -38,19 +39,24 @@ def train(
     """Train `recipe` (default: the `transfer` recipe) on DATA (default: the built-in cats-vs-dogs)
     and return the finished `Run`; or continue an interrupted one with `resume=RUN`. `settings`: see
     the module docstring. Writes report.html at the end unless `report=False`."""
-    from imgcls.training.driver import resume as resume_training
     from imgcls.training.driver import train as train_run
 
     if settings.get("progress", True):
         console_logging()
     if resume is not None:
         _resume_takes_nothing_else(data, recipe, settings)
-        run = resume_training(resume, progress=settings.get("progress", True))
+        run = _resume(Run.open(resume), settings)
         report = settings.get("report", run.options.report)
     else:
         chosen, options = resolve(recipe, settings)
         csv_alone = options.labels is not None and options.labels.csv is not None
-        run = train_run(data if data is not None or csv_alone else DEFAULT_DATA, chosen, options)
+        data = data if data is not None or csv_alone else DEFAULT_DATA
+        if options.engine == "ray":
+            from imgcls.cluster.train import train_on_ray
+
+            run = train_on_ray(data, chosen, options)
+        else:
+            run = train_run(data, chosen, options)
         report = options.report
     if is_rank_zero():
         _export_onnx_safely(run)
@@ -59,6 +65,19 @@ def train(
 
             write_report_safely(run)
     return run
+
+
+def _resume(run: Run, settings: dict[str, Any]) -> Run:
+    """On the engine the run was trained on: a Ray run resumes on Ray (`address=` may say where)."""
+    from imgcls.training.driver import resume as resume_training
+
+    progress = settings.get("progress", True)
+    if run.options.engine == "ray":
+        from imgcls.cluster.train import resume_on_ray
+
+        options = dataclasses.replace(run.options, progress=progress, address=settings.get("address"))
+        return resume_on_ray(run, options)
+    return resume_training(run, progress=progress)
 
 
 def _export_onnx_safely(run: Run) -> None:
@@ -77,7 +96,7 @@ def _export_onnx_safely(run: Run) -> None:
 
 def _resume_takes_nothing_else(data, recipe, settings: dict[str, Any]) -> None:
     """A resumed run goes on as it was set up: other settings would be silently ignored."""
-    given = [name for name, value in settings.items() if value is not None and name not in ("progress", "report")]
+    given = [name for name, value in settings.items() if value is not None and name not in RESUME_SETTINGS]
     given += [name for name, value in (("data", data), ("recipe", recipe)) if value is not None]
     if given:
         raise ImgclsError(f"resume continues a run with its own settings; leave out: {', '.join(sorted(given))}")

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import csv
+import fnmatch
 import glob
 import io
 import json
@@ -68,20 +69,25 @@ class Predictor(Protocol):
 
 
 class OnnxPredictor:
-    """A run's `model.onnx` in ONNX Runtime, fed as its `model.onnx.json` says (the export contract)."""
+    """An exported model in ONNX Runtime, fed as its `model.onnx.json` says (the export contract).
+    `model` is the ONNX file or its bytes (as Ray ships it to workers that cannot see the run)."""
 
-    def __init__(self, onnx_path: Path, threads: int | None = None):
+    def __init__(self, model: Path | bytes, description: dict[str, Any], threads: int | None = None):
         import onnxruntime as ort
 
-        description = json.loads(sidecar_path(onnx_path).read_text(encoding="utf-8"))
         self.classes: list[str] = list(description["output"]["classes"])
         self.size = tuple(description["preprocessing"]["size"])
         self.channels = 3 if description["input"]["channels"] == "RGB" else 1
         self.resize = description["preprocessing"]["resize"]
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        model = model if isinstance(model, bytes) else str(model)
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+
+    @classmethod
+    def open(cls, onnx_path: Path, threads: int | None = None) -> OnnxPredictor:
+        return cls(onnx_path, read_description(onnx_path), threads)
 
     def pixels(self, item: str | Path) -> np.ndarray:
         return load_image(item, self.size, self.channels, self.resize)
@@ -101,23 +107,31 @@ def onnx_predictor(run: Run | Path | str, engine: str = "auto") -> OnnxPredictor
     if engine not in ("auto", "onnx") or not current:
         return None
     try:
-        return OnnxPredictor(run.onnx_path)
+        return OnnxPredictor.open(run.onnx_path)
     except Exception as error:  # onnxruntime's own exception types for a bad file
         if engine == "onnx":
             raise ImgclsError(f"{display_path(run.onnx_path)}: cannot open this ONNX model ({error})") from None
         return None
 
 
+def read_description(onnx_path: Path) -> dict[str, Any]:
+    """The sidecar `model.onnx.json`: input size, channels, resize and classes."""
+    return json.loads(sidecar_path(onnx_path).read_text(encoding="utf-8"))
+
+
 # --------------------------------------------------------------------------- which files
 
 
-def iter_files(patterns: Iterable[str | Path], from_list: Path | None = None) -> Iterator[Path]:
-    """Files, folders (recursively, images only, in name order) and glob patterns, then the lines of
-    `from_list`; lazily. A path that does not exist is yielded (it becomes an error row)."""
+def iter_files(
+    patterns: Iterable[str | Path], from_list: Path | None = None, name_glob: str | None = None
+) -> Iterator[Path]:
+    """Files, folders (recursively, images only, in name order; with `name_glob` only the file names
+    matching it) and glob patterns, then the lines of `from_list`; lazily. A path that does not
+    exist is yielded (it becomes an error row)."""
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            yield from _walk(path)
+            yield from _walk(path, name_glob)
         elif path.exists() or path.is_symlink():
             yield path
         elif glob.has_magic(str(pattern)):
@@ -134,7 +148,7 @@ def iter_files(patterns: Iterable[str | Path], from_list: Path | None = None) ->
         yield from _listed(from_list)
 
 
-def _walk(folder: Path) -> Iterator[Path]:
+def _walk(folder: Path, name_glob: str | None = None) -> Iterator[Path]:
     """One directory at a time: memory follows the widest folder, not the number of files."""
     try:
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
@@ -144,8 +158,8 @@ def _walk(folder: Path) -> Iterator[Path]:
         if entry.name.startswith("."):
             continue
         if entry.is_dir(follow_symlinks=False):
-            yield from _walk(Path(entry.path))
-        elif is_image_file(Path(entry.name)):
+            yield from _walk(Path(entry.path), name_glob)
+        elif fnmatch.fnmatch(entry.name, name_glob) if name_glob else is_image_file(Path(entry.name)):
             yield Path(entry.path)
 
 

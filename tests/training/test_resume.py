@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
+import imgcls
 from imgcls.run import Run
 
 IMGCLS = Path(sys.executable).with_name("imgcls")
@@ -139,3 +141,14 @@ def test_a_transfer_run_killed_in_stage_1_resumes_from_the_start_of_stage_1(
     assert resumed.returncode == 0, resumed.stderr
     assert history(run) == [("head", e) for e in range(1, 101)]
     assert Run.open(run).kept["stage"] == "head"
+
+
+def test_last_checkpoint_is_the_latest_epoch_when_the_best_stays(cats_dogs_subset, imgcls_env, tmp_path) -> None:
+    """Lightning >= 2.6 rewrites save_last only when the monitored score improves; --resume must not
+    go back to the best epoch. With lr 0 nothing improves after epoch 1."""
+    data = cats_dogs_subset("data", train=4, val=2)
+    run = imgcls.train(
+        data, "seed-basic-cnn", epochs=3, lr=0.0, image_size=32, out=tmp_path / "runs", progress=False, report=False
+    )
+    best, last = (torch.load(run.checkpoint("train", kind), weights_only=True) for kind in ("best", "last"))
+    assert (best["epoch"], last["epoch"]) == (0, 2)

@@ -23,39 +23,64 @@ def predict(
         Path | None, typer.Option(help="Stream rows into FILE.csv, .jsonl or .parquet; a rerun adds what is missing")
     ] = None,
     from_list: Annotated[Path | None, typer.Option(help="A file of image paths, one a line")] = None,
+    name_glob: Annotated[
+        str | None, typer.Option("--glob", help="In folders, only file names matching this, e.g. '*.jpg'")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Progress bar with --output")] = True,
     output_format: Annotated[str, typer.Option("--format", help="table, csv or json (without --output)")] = "table",
     top_k: Annotated[int, typer.Option(help="Classes shown per image")] = 1,
     batch_size: Annotated[int, typer.Option(help="Images per batch (16 is fastest on a 2-core CPU)")] = 16,
     engine: Annotated[
-        str, typer.Option(help="torch, onnx (RUN/model.onnx, see imgcls export) or auto (onnx, exported when missing)")
+        str,
+        typer.Option(
+            help="torch, onnx (RUN/model.onnx), auto (onnx, exported when missing) or ray (Ray Data, with --output)"
+        ),
     ] = "auto",
+    workers: Annotated[int | None, typer.Option(help="Ray actors, one CPU each (default: the cluster's CPUs)")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join, e.g. auto or ray://head:10001 (default: start one here)")
+    ] = None,
 ) -> None:
     """Predict classes for images; unreadable files get an error row and a non-zero exit code. With
     --output, results stream into a CSV, JSON Lines or Parquet file, and a rerun adds only what is missing."""
-    from imgcls.predict import iter_files, onnx_predictor, predict_stream, predict_to_file
+    from imgcls.predict import iter_files, predict_stream, predict_to_file
 
     if output_format not in FORMATS:
         raise ImgclsError(f"--format {output_format!r}: use {', '.join(FORMATS)}")
     if not paths and from_list is None:
         raise ImgclsError("give image files, folders or patterns, or --from-list FILE")
-    model = onnx_predictor(run, engine)
-    if model is None:  # no up-to-date model.onnx: PyTorch (and an ONNX export for next time)
-        from imgcls.inference import Classifier
-
-        model = Classifier.load(run, engine=engine)
-    files = iter_files(paths or [], from_list)
+    if engine == "ray" and output is None:
+        raise ImgclsError("--engine ray writes its rows into a file: add --output FILE.parquet (or .csv, .jsonl)")
+    files = iter_files(paths or [], from_list, name_glob)
     if output is not None:
-        summary = predict_to_file(model, files, output, batch_size, progress=progress)
+        if engine == "ray":
+            from imgcls.cluster.predict import predict_on_ray
+
+            summary = predict_on_ray(run, files, output, batch_size, workers, address, progress)
+        else:
+            summary = predict_to_file(_local_model(run, engine), files, output, batch_size, progress=progress)
         print_stream_summary(summary)
         failed, total = summary.failed, summary.predicted
     else:
+        model = _local_model(run, engine)
         predictions = list(predict_stream(model, files, batch_size))
         print_predictions(predictions, model.classes, output_format, top_k)
         failed, total = sum(p.error is not None for p in predictions), len(predictions)
     if failed:
         err_console.print(f"[red]{failed} of {total} file(s) could not be read[/red]")
         raise typer.Exit(1)
+
+
+def _local_model(run: Path, engine: str):
+    """ONNX Runtime on an up-to-date model.onnx; else PyTorch (which exports it for next time)."""
+    from imgcls.predict import onnx_predictor
+
+    model = onnx_predictor(run, engine)
+    if model is None:
+        from imgcls.inference import Classifier
+
+        model = Classifier.load(run, engine=engine)
+    return model
 
 
 @app.command()

@@ -81,6 +81,11 @@ def train(
     strategy: Annotated[str, _opt("Lightning strategy: auto, ddp, ddp_spawn, fsdp", PROCESSES)] = "auto",
     num_nodes: Annotated[int, _opt("Machines for multi-node training", PROCESSES)] = 1,
     accelerator: Annotated[str, _opt("cpu, gpu, mps or auto", PROCESSES)] = "auto",
+    engine: Annotated[str, _opt("local, or ray: Ray Train workers (pip install 'imgcls[ray]')", PROCESSES)] = "local",
+    workers: Annotated[int, _opt("Ray Train workers, one CPU each (--engine ray)", PROCESSES)] = 1,
+    address: Annotated[
+        str | None, _opt("Ray cluster to join, e.g. auto or ray://head:10001 (default: start one here)", PROCESSES)
+    ] = None,
 ) -> None:
     """Train a recipe on DATA; writes a run folder with the model, history, curves, metrics and report."""
     settings = {k: v for k, v in locals().items() if k not in ("data", "recipe", "resume")}  # = imgcls.train's
@@ -88,7 +93,7 @@ def train(
     from imgcls.progress import is_rank_zero
 
     if resume is not None:  # the run's own settings; the other options are not looked at
-        run = train_run(resume=resume, progress=progress, report=report)
+        run = train_run(resume=resume, progress=progress, report=report, address=address)
     else:
         run = train_run(data, recipe, **settings)
     if is_rank_zero():  # DDP worker processes run this command too: report once

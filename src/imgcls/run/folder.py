@@ -51,6 +51,7 @@ SKIPPED = "skipped_files.txt"
 CURVES = "curves.png"
 CONFUSION = "confusion_matrix.png"
 CHECKPOINTS = "checkpoints"
+RAY = "ray"  # Ray Train's own run state (engine ray)
 REPORT = "report.html"
 ONNX = "model.onnx"
 OUTPUT_DIRS = ("explain", "activations")
@@ -248,6 +249,11 @@ class Run:
 
     def has_checkpoints(self) -> bool:
         return self.checkpoints_dir.is_dir() and any(self.checkpoints_dir.iterdir())
+
+    @property
+    def ray_dir(self) -> Path:
+        """Ray Train's storage path for this run (its controller's state; our checkpoints stay above)."""
+        return self.path / RAY
 
     # ------------------------------------------------------------------ products of the commands that read a run
 

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from imgcls.data.labels import LabelOptions
+from imgcls.errors import ImgclsError
 
-LOCAL_ONLY = ("out", "name", "progress", "report")  # how this process runs, not what the run is
+LOCAL_ONLY = ("out", "name", "progress", "report", "address")  # how this process runs, not what the run is
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -21,11 +23,22 @@ class TrainOptions:
     strategy: str = "auto"
     num_nodes: int = 1
     accelerator: str = "auto"
+    engine: str = "local"  # local: this process (and Lightning's DDP); ray: Ray Train workers
+    workers: int = 1  # Ray Train workers (engine ray)
+    address: str | None = None  # Ray cluster to join (engine ray); None starts a local one
     class_weights: str | None = None  # "auto": inverse class frequency
     data_dir: Path | None = None  # where to look for a built-in dataset
     labels: LabelOptions | None = None  # file names or a CSV instead of class folders
     progress: bool = True
     report: bool = True  # write report.html at the end (a failure there is a warning, not a failed training)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ImgclsError(f"--engine {self.engine!r}: use {' or '.join(ENGINES)}")
+        if self.workers < 1:
+            raise ImgclsError(f"--workers {self.workers}: give at least 1")
+        if self.workers > 1 and self.engine != "ray":
+            raise ImgclsError("--workers is for --engine ray; on one machine use --devices N")
 
     def as_dict(self) -> dict[str, Any]:
         """What config.yaml keeps: everything but how this process runs."""

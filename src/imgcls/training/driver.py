@@ -39,13 +39,14 @@ def strategy_for(recipe: Recipe) -> Strategy:
     return STRATEGIES.get(recipe.model, fit_plain)
 
 
-def train(data: str | Path | None, recipe: Recipe, options: TrainOptions | None = None) -> Run:
-    """Train `recipe` on DATA into a new run folder (config, model, history, metrics, plots)."""
+def train(data: str | Path | None, recipe: Recipe, options: TrainOptions | None = None, into: Run | None = None) -> Run:
+    """Train `recipe` on DATA into a new run folder (config, model, history, metrics, plots), or `into`
+    an empty one made for it (by `imgcls.cluster`, whose workers all join it)."""
     options = options or TrainOptions()
     dataset = discover(
         data, recipe.val_split, options.seed, options.data_dir, progress=options.progress, labels=options.labels
     )
-    run = Run.create(options.out, options.name or recipe.name)
+    run = into or Run.create(options.out, options.name or recipe.name)
     job = Job(run, dataset, recipe, options)
     try:
         with failed_writes_explained(job):

@@ -44,6 +44,8 @@ warnings.filterwarnings("ignore", message=r".*ckpt_path.*", module="lightning")
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # frozen backbone parts, on purpose
 warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")  # other stages
+# under Ray Train, rank 0 trains the transfer head alone inside the workers' process group: nothing to sync
+warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 
 @dataclass
@@ -119,16 +121,20 @@ def make_trainer(job: Job, stage: str, epochs: int, checkpoint_files: bool = Tru
         raise ImgclsError(f"unknown monitor {recipe.monitor!r}: use {' or '.join(MONITORS)}")
     callbacks: list[L.Callback] = [HistoryWriter(run.history_path, stage)]
     if checkpoint_files:
+        # always the run's names (no -v1 copies): written atomically, so overwriting is safe
         best = ModelCheckpoint(
             dirpath=run.checkpoints_dir,
             filename=run.checkpoint(stage, "best").stem,
             monitor=recipe.monitor,
             mode=MONITORS[recipe.monitor],
-            save_last=True,
-            enable_version_counter=False,  # always the run's names: written atomically, so overwriting is safe
+            enable_version_counter=False,
         )
-        best.CHECKPOINT_NAME_LAST = run.checkpoint(stage, "last").stem
-        callbacks += [best, InterruptCheckpoint(run.checkpoints_dir, run.checkpoint(stage, "interrupted").stem)]
+        # every epoch, for --resume: Lightning >= 2.6 writes save_last only when the best one improves
+        last = ModelCheckpoint(
+            dirpath=run.checkpoints_dir, filename=run.checkpoint(stage, "last").stem, enable_version_counter=False
+        )
+        interrupted = InterruptCheckpoint(run.checkpoints_dir, run.checkpoint(stage, "interrupted").stem)
+        callbacks += [best, last, interrupted]
     else:
         callbacks.append(BestWeightsInMemory(recipe.monitor))
     if recipe.early_stopping:
@@ -137,17 +143,13 @@ def make_trainer(job: Job, stage: str, epochs: int, checkpoint_files: bool = Tru
         )
     if options.progress:
         callbacks.append(EpochProgressBar(leave=True))
-    processes: dict[str, Any] = (
-        {"devices": 1, "strategy": "auto", "num_nodes": 1}
-        if single_process
-        else {"devices": options.devices, "strategy": options.strategy, "num_nodes": options.num_nodes}
-    )
-    return L.Trainer(
+    processes, plugins = _processes(options, single_process)
+    trainer = L.Trainer(
         max_epochs=epochs,
         accelerator=options.accelerator,
         **processes,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *plugins],
         logger=False,
         enable_progress_bar=options.progress,
         enable_model_summary=False,
@@ -155,6 +157,22 @@ def make_trainer(job: Job, stage: str, epochs: int, checkpoint_files: bool = Tru
         num_sanity_val_steps=0,
         default_root_dir=run.path,
     )
+    if plugins:
+        from ray.train.lightning import prepare_trainer
+
+        trainer = prepare_trainer(trainer)
+    return trainer
+
+
+def _processes(options: TrainOptions, single_process: bool) -> tuple[dict[str, Any], list]:
+    """Lightning's devices/strategy/nodes, and the plugins: Ray's environment under Ray Train."""
+    if single_process:
+        return {"devices": 1, "strategy": "auto", "num_nodes": 1}, []
+    if options.engine == "ray":  # a Ray Train worker: Ray made the process group, Lightning joins it
+        from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment
+
+        return {"devices": "auto", "strategy": RayDDPStrategy(), "num_nodes": 1}, [RayLightningEnvironment()]
+    return {"devices": options.devices, "strategy": options.strategy, "num_nodes": options.num_nodes}, []
 
 
 def run_trainer(job: Job, trainer: L.Trainer, module, loaders: tuple, stage: str, ckpt_path: Path | None) -> None:

@@ -60,7 +60,12 @@ def fit_transfer(job: Job, resume: bool) -> None:
     _check_fine_tune_size(recipe, module)
     head_file = run.checkpoint("head", "best")
     features = None
-    # DDP workers start when stage 2 starts, after rank 0 saved stage 1: they take it as it is
+    together = _started_together()
+    if together and not is_rank_zero():
+        _wait_for_rank_zero()  # rank 0 trains stage 1 alone (features are seconds' work), then saves it
+        if not recipe.fine_tune:
+            return  # nothing left to share: rank 0 finishes the run
+    # Lightning's DDP workers start when stage 2 starts, after rank 0 saved stage 1: they take it as it is
     restored = load_stage(head_file, module) if resume or not is_rank_zero() else None
     if restored is not None:
         head_score, head_epoch = restored
@@ -70,6 +75,8 @@ def fit_transfer(job: Job, resume: bool) -> None:
         module.class_weights = _weights(job, features["train"].labels)
         head_score, head_epoch = _train_head(job, module, features)
         save_stage(head_file, module, head_score, head_epoch)
+    if together and is_rank_zero():
+        _wait_for_rank_zero()  # the other workers may now read stage 1
     if recipe.fine_tune:
         _fine_tune(job, module, head_score, head_epoch, resume_point(job, "fine-tune") if resume else None)
         return
@@ -144,6 +151,15 @@ def _train_head(job: Job, module: ClassifierModule, features: dict[str, FeatureS
     run_trainer(job, trainer, module, (train_loader, val_loader), "head", None)
     best = next(c for c in trainer.callbacks if isinstance(c, BestWeightsInMemory))
     return best.best_score, best.best_epoch
+
+
+def _started_together() -> bool:
+    """Ray Train starts every worker at once in one process group (Lightning's DDP only at stage 2)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _wait_for_rank_zero() -> None:
+    torch.distributed.barrier()
 
 
 def _fine_tune(job: Job, module: ClassifierModule, head_score, head_epoch, checkpoint) -> None:
