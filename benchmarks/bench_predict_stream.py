@@ -6,6 +6,7 @@ Claim: a run with its model.onnx predicts files into Parquet at the machine's ON
 3,000 cats-vs-dogs photos and 3,000 CIFAR-10 photos), and the wall time for one photo.
 
     python benchmarks/bench_predict_stream.py RUN
+    python benchmarks/bench_predict_stream.py RUN --engine ray --tag=-ray   # Ray Data on a local Ray
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a run folder with model.onnx")
     parser.add_argument("--cats-dogs", type=int, default=3000)
     parser.add_argument("--cifar", type=int, default=3000)
+    parser.add_argument("--engine", default="auto", help="auto (ONNX Runtime here) or ray (a local Ray)")
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
 
@@ -37,6 +39,7 @@ def main() -> None:
         listing.write_text("".join(f"{p}\n" for p in files))
         output = Path(folder) / "predictions.parquet"
         command = [str(imgcls), "predict", str(args.run), "--from-list", str(listing), "--output", str(output)]
+        command += ["--engine", args.engine]
         started = time.perf_counter()
         subprocess.run([*command, "--no-progress"], check=True, capture_output=True)
         seconds = time.perf_counter() - started
@@ -52,6 +55,7 @@ def main() -> None:
         f"predict-stream{args.tag}",
         {
             "run": str(args.run),
+            "engine": args.engine,
             "photos": rows,
             "sources": {"cats_vs_dogs": args.cats_dogs, "cifar10_test": args.cifar},
             "command": " ".join([*command, "--no-progress"]).replace(folder, "TMP"),
