@@ -33,7 +33,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def trained_run(cats_dogs_tree, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """seed-basic-cnn, 48 px, 2 epochs, on 16+16 train / 8+8 val photos."""
+    """seed-basic-cnn without flip TTA (the recipe has it), 48 px, 2 epochs, on 16+16 train / 8+8 val photos."""
     root = tmp_path_factory.mktemp("cli-run")
     data = cats_dogs_tree(root / "data", train=16, val=8)
     with pytest.MonkeyPatch.context() as patch:
@@ -41,7 +41,14 @@ def trained_run(cats_dogs_tree, tmp_path_factory: pytest.TempPathFactory) -> Pat
         patch.setenv(RUN_DIR_ENV, "")
         patch.delenv(RUN_DIR_ENV)
         return imgcls.train(
-            data, "seed-basic-cnn", out=root / "runs", image_size=48, epochs=2, batch_size=8, progress=False
+            data,
+            "seed-basic-cnn",
+            out=root / "runs",
+            image_size=48,
+            epochs=2,
+            batch_size=8,
+            flip_tta=False,
+            progress=False,
         )
 
 

@@ -15,7 +15,7 @@ from imgcls.errors import DataError
 from imgcls.files import display_path
 from imgcls.metrics import classification_metrics, roc_curve_points
 from imgcls.models.classifier import ImageClassifier, ModelSpec, predict_probabilities, probabilities
-from imgcls.run import Run
+from imgcls.run import HeldOut, Run
 
 
 @dataclass
@@ -65,9 +65,12 @@ def predict_run(
     from imgcls.data.cache import decode_all
 
     run = Run.open(run)
+    own_split = data is None and labels is None
+    if own_split and flip_tta is None and run.held_out is not None:  # training predicted it in this process
+        return _remembered(run, run.held_out)
     model, spec = run.load_model()
     model.flip_tta = spec.flip_tta if flip_tta is None else flip_tta
-    if data is None and labels is None:
+    if own_split:
         dataset: Dataset = run.dataset
         split = dataset.eval_split
         samples = dataset.splits[split]
@@ -84,6 +87,15 @@ def predict_run(
     if found[0] is None:
         raise DataError(f"{described}: no readable images to evaluate")
     return Predictions(found[0], found[1], found[2], spec.classes, described, found[3], dataset.root, model.flip_tta)
+
+
+def _remembered(run: Run, held_out: HeldOut) -> Predictions:
+    dataset, spec = run.dataset, run.spec
+    described = f"{dataset.eval_split} split of the run"
+    return Predictions(
+        held_out.probs, held_out.labels, held_out.paths, spec.classes, described, held_out.skipped,
+        dataset.root, spec.flip_tta,
+    )  # fmt: skip
 
 
 def _features_are_cached(run: Run, spec: ModelSpec) -> bool:

@@ -152,3 +152,19 @@ def test_last_checkpoint_is_the_latest_epoch_when_the_best_stays(cats_dogs_subse
     )
     best, last = (torch.load(run.checkpoint("train", kind), weights_only=True) for kind in ("best", "last"))
     assert (best["epoch"], last["epoch"]) == (0, 2)
+
+
+def test_last_checkpoint_of_the_best_epoch_is_one_file(cats_dogs_subset, imgcls_env, tmp_path) -> None:
+    """When the last epoch is the best, last.ckpt is a hard link to best.ckpt: one write, not two."""
+    data = cats_dogs_subset("data", train=4, val=2)
+    run = imgcls.train(data, "seed-basic-cnn", epochs=1, image_size=32, out=tmp_path / "runs", progress=False)
+    best, last = run.checkpoint("train", "best"), run.checkpoint("train", "last")
+    assert best.stat().st_ino == last.stat().st_ino
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    # the report written at the end reused training's predictions, which equal a fresh prediction
+    from imgcls.evaluation import predict_run
+
+    assert run.held_out is not None and run.report_path.is_file()
+    remembered, fresh = predict_run(run), predict_run(Run.open(run.path))
+    assert remembered.paths == fresh.paths and remembered.described == fresh.described
+    assert abs(remembered.probs - fresh.probs).max() < 1e-5

@@ -66,11 +66,7 @@ def write_report(run: Run | Path | str, suspects: bool | None = None, check: boo
     `suspects`: None = only when cheap (a transfer run with a frozen backbone: training cached its
     features), True = always, False = never. `check`: run `data check` on the run's data
     (reads every file once: ~13 s for 3,000 photos)."""
-    from imgcls.suspects import one_torch_thread
-
-    run = Run.open(run)
-    with one_torch_thread():  # batch-1 Grad-CAM and small heads: threads only add waiting
-        return _write(run, suspects, check)
+    return _write(Run.open(run), suspects, check)
 
 
 def _write(run: Run, suspects: bool | None, check: bool) -> Path:
@@ -80,11 +76,14 @@ def _write(run: Run, suspects: bool | None, check: bool) -> Path:
         "generated": datetime.now().strftime("%Y-%m-%d %H:%M"),
         **_overview(run),
     }
-    predicted = _section(lambda: _predictions(run))
+    from imgcls.suspects import one_torch_thread
+
+    predicted = _section(lambda: _predictions(run))  # training's own, when it ran in this process
     context["mistakes"] = _section(lambda: _mistakes(predicted.data["predictions"]), after=predicted)
     context["roc"] = _section(lambda: _roc(predicted.data["predictions"]), after=predicted)
-    context["grad_cam"] = _section(lambda: _grad_cam(run, predicted.data["predictions"]), after=predicted)
-    context["suspects"] = _section(lambda: _suspects(run, suspects))
+    with one_torch_thread():  # batch-1 Grad-CAM and small heads: threads only add waiting
+        context["grad_cam"] = _section(lambda: _grad_cam(run, predicted.data["predictions"]), after=predicted)
+        context["suspects"] = _section(lambda: _suspects(run, suspects))
     context["check"] = _section(lambda: _check(run) if check else _skip("data check skipped (check=False)"))
     path = run.report_path
     atomic_write_text(path, _template().render(**context))

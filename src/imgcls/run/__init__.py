@@ -1,7 +1,7 @@
 """The run folder contract: `Run` (create, open, typed reads), `TrainOptions`, the history format."""
 
-from imgcls.run.folder import Run
+from imgcls.run.folder import HeldOut, Run
 from imgcls.run.history import HISTORY_COLUMNS, read_history, write_history
 from imgcls.run.options import TrainOptions
 
-__all__ = ["Run", "TrainOptions", "HISTORY_COLUMNS", "read_history", "write_history"]
+__all__ = ["HeldOut", "Run", "TrainOptions", "HISTORY_COLUMNS", "read_history", "write_history"]

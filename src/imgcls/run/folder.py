@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,12 +60,25 @@ CHECKPOINT_KINDS = ("best", "last", "interrupted")
 RESUMABLE_KINDS = ("last", "interrupted")
 
 
+@dataclass
+class HeldOut:
+    """What training predicted on the split its metrics come from (test, else val): kept in memory
+    by the Run that training returns, so the report written in the same process does not predict
+    those photos again."""
+
+    probs: Any  # (N, n_classes) numpy array
+    labels: Any  # (N,) numpy int64
+    paths: list[Path]  # the N readable files
+    skipped: list  # BadImageError of the unreadable ones
+
+
 class Run:
     """A run folder. `Run.create` makes a new one; `Run.open` reads an existing one (or any folder
     holding a model file). Reads are typed and cached; the write methods belong to training."""
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
+        self.held_out: HeldOut | None = None  # set by write_result, in the training process only
 
     # ------------------------------------------------------------------ identity
 
@@ -312,8 +326,11 @@ class Run:
         lines = [f"{display_path(error.path)}\t{error.reason}\n" for error in skipped]
         atomic_write_text(self.path / SKIPPED, "".join(lines))
 
-    def write_result(self, model: ImageClassifier, spec: ModelSpec, metrics: dict, kept: dict) -> None:
-        """The model kept, its metrics, and `kept` in config.yaml, so model.json and config agree."""
+    def write_result(
+        self, model: ImageClassifier, spec: ModelSpec, metrics: dict, kept: dict, held_out: HeldOut | None = None
+    ) -> None:
+        """The model kept, its metrics, and `kept` in config.yaml, so model.json and config agree;
+        `held_out`: the predictions the metrics come from (kept in memory, see `HeldOut`)."""
         from imgcls.models.classifier import save_model
 
         config = {**self.config, "kept": kept}
@@ -321,6 +338,7 @@ class Run:
         atomic_write_json(self.path / METRICS, metrics)
         self._write_config(config)
         self._forget()
+        self.held_out = held_out
 
     def _write_config(self, config: dict[str, Any]) -> None:
         atomic_write_text(self.path / CONFIG, yaml.safe_dump(_plain(config), sort_keys=False))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import OnExceptionCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, OnExceptionCheckpoint, RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from imgcls.files import atomic_path
@@ -78,6 +79,27 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
         started = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # what Lightning's resume counts
         if started < trainer.num_training_batches:
             super().on_exception(trainer, pl_module, exception)
+
+
+class LatestCheckpoint(Checkpoint):
+    """`last.ckpt` at every epoch's end, for --resume. When `best` was written at this very step,
+    last.ckpt becomes a hard link to it: one checkpoint write an epoch, not two (seed-basic-cnn's
+    weights and Adam state are 127 MB). A Checkpoint, so Lightning runs it after `best`."""
+
+    def __init__(self, path: Path, best: ModelCheckpoint):
+        self.path, self.best = Path(path), best
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        best_file = Path(self.best.best_model_path) if self.best.best_model_path else None
+        just_saved = getattr(self.best, "_last_global_step_saved", None) == trainer.global_step
+        if not (just_saved and best_file is not None and best_file.is_file()):
+            trainer.save_checkpoint(self.path)  # every rank calls it; rank 0 writes, atomically
+        elif trainer.is_global_zero:
+            with atomic_path(self.path) as temporary:
+                temporary.unlink(missing_ok=True)
+                os.link(best_file, temporary)
 
 
 MONITORS = {"val_loss": "min", "val_accuracy": "max"}  # what "best epoch" can mean, and its direction

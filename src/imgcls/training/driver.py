@@ -20,6 +20,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from imgcls.cpu import keep_freed_memory
 from imgcls.data.discover import Dataset, discover
 from imgcls.errors import ImgclsError
 from imgcls.files import FULL_DISK, describe_os_error
@@ -42,6 +43,7 @@ def strategy_for(recipe: Recipe) -> Strategy:
 def train(data: str | Path | None, recipe: Recipe, options: TrainOptions | None = None, into: Run | None = None) -> Run:
     """Train `recipe` on DATA into a new run folder (config, model, history, metrics, plots), or `into`
     an empty one made for it (by `imgcls.cluster`, whose workers all join it)."""
+    keep_freed_memory()
     options = options or TrainOptions()
     dataset = discover(
         data, recipe.val_split, options.seed, options.data_dir, progress=options.progress, labels=options.labels
@@ -62,6 +64,7 @@ def train(data: str | Path | None, recipe: Recipe, options: TrainOptions | None 
 
 def resume(path: Run | Path | str, progress: bool = True) -> Run:
     """Continue an interrupted run in its own folder, on its own split, from the stage it was in."""
+    keep_freed_memory()
     run = Run.open(path)
     if run.is_finished:
         raise ImgclsError(f"{run}: this run has finished; train a new one (`imgcls train`), nothing to resume")

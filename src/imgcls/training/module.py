@@ -140,13 +140,18 @@ class ClassifierModule(L.LightningModule):
         name, lr, decay = recipe["optimizer"], recipe["lr"], recipe["weight_decay"]
         if self.stage == "fine-tune":
             name, lr = recipe["fine_tune_optimizer"], recipe["fine_tune_lr"]
+        # fused: one kernel for all parameters instead of a handful of passes over each (a seed-basic-cnn
+        # step 1.13x faster on a CPU, benchmarks/README.md); the same update and state dict
+        fused = {"fused": True}
         if name == "adam":
-            optimizer = torch.optim.Adam(params, lr=lr, weight_decay=decay)
+            optimizer = torch.optim.Adam(params, lr=lr, weight_decay=decay, **fused)
         elif name == "adamw":
-            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=decay)
+            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=decay, **fused)
         elif name == "sgd":
             momentum = recipe["momentum"]  # 0: plain SGD (the seeds' SGD(momentum=0.0)), else Nesterov
-            optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=decay)
+            optimizer = torch.optim.SGD(
+                params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=decay, **fused
+            )
         elif name == "rmsprop":
             optimizer = torch.optim.RMSprop(params, lr=lr, momentum=recipe["momentum"], weight_decay=decay)
         else:

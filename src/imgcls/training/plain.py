@@ -56,6 +56,6 @@ def fit_plain(job: Job, resume: bool) -> None:
             epoch = load_best(module, run.checkpoint(STAGE, "best"))
             split = job.eval_split
             probs = predict_probabilities(module.model.cpu(), spec.output, decoded[split].images)
-            finish_run(job, module.model, spec, probs, decoded[split].labels.numpy(), {"stage": STAGE, "epoch": epoch})
+            finish_run(job, module.model, spec, probs, decoded[split], {"stage": STAGE, "epoch": epoch})
     finally:
         trainer.strategy.barrier("imgcls-finish-run")  # DDP: other ranks return once the run is complete

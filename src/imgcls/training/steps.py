@@ -23,7 +23,7 @@ from imgcls.metrics import classification_metrics
 from imgcls.models.classifier import ModelSpec
 from imgcls.plots import plot_confusion, plot_curves
 from imgcls.recipes import Recipe
-from imgcls.run import Run, TrainOptions
+from imgcls.run import HeldOut, Run, TrainOptions
 from imgcls.training.callbacks import (
     DIGEST_KEY,
     MONITORS,
@@ -32,6 +32,7 @@ from imgcls.training.callbacks import (
     EpochProgressBar,
     HistoryWriter,
     InterruptCheckpoint,
+    LatestCheckpoint,
     tensor_digest,
     verify_digest,
 )
@@ -129,10 +130,8 @@ def make_trainer(job: Job, stage: str, epochs: int, checkpoint_files: bool = Tru
             mode=MONITORS[recipe.monitor],
             enable_version_counter=False,
         )
-        # every epoch, for --resume: Lightning >= 2.6 writes save_last only when the best one improves
-        last = ModelCheckpoint(
-            dirpath=run.checkpoints_dir, filename=run.checkpoint(stage, "last").stem, enable_version_counter=False
-        )
+        # every epoch, for --resume (Lightning >= 2.6 writes save_last only when the best one improves)
+        last = LatestCheckpoint(run.checkpoint(stage, "last"), best)
         interrupted = InterruptCheckpoint(run.checkpoints_dir, run.checkpoint(stage, "interrupted").stem)
         callbacks += [best, last, interrupted]
     else:
@@ -243,10 +242,12 @@ def load_stage(path: Path, module: ClassifierModule) -> tuple[float | None, int 
     return saved.get("score"), saved.get("epoch")
 
 
-def finish_run(job: Job, model: torch.nn.Module, spec: ModelSpec, probs, labels, kept: dict) -> None:
+def finish_run(job: Job, model: torch.nn.Module, spec: ModelSpec, probs, held_out, kept: dict) -> None:
     """Curves and confusion plots, then the model files (safetensors + JSON), metrics on test (else val)
-    and `kept` in config.yaml: a run whose config has `kept` is complete."""
+    and `kept` in config.yaml: a run whose config has `kept` is complete. `probs` are the model's on
+    `held_out` (decoded images or features: labels, paths and skipped files of that split)."""
     run, split = job.run, job.eval_split
+    labels = held_out.labels.numpy()
     metrics = {"split": split, **classification_metrics(probs, labels, spec.classes)}
     spec.metrics = {"accuracy": metrics["accuracy"], "loss": metrics["loss"], "split": split}
     kept = {**kept, "image_size": spec.image_size, "monitor": job.recipe.monitor}
@@ -259,5 +260,6 @@ def finish_run(job: Job, model: torch.nn.Module, spec: ModelSpec, probs, labels,
         run.confusion_path,
         title=f"Confusion matrix ({split}, accuracy {metrics['accuracy']:.1%})",
     )
-    run.write_result(model.cpu().eval(), spec, metrics, kept)  # last: a run with `kept` is complete
+    remembered = HeldOut(probs, labels, list(held_out.paths), list(held_out.skipped))
+    run.write_result(model.cpu().eval(), spec, metrics, kept, remembered)  # last: a run with `kept` is complete
     log.info("kept the model of stage %s, epoch %s, at %d px", kept.get("stage"), kept.get("epoch"), spec.image_size)

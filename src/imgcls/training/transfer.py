@@ -84,7 +84,7 @@ def fit_transfer(job: Job, resume: bool) -> None:
     with torch.inference_mode():
         logits = module.model.net.head.eval()(split.features[:, 0])
     probs = probabilities(logits, spec.output).numpy()
-    finish_run(job, module.model, spec, probs, split.labels.numpy(), {"stage": "head", "epoch": head_epoch})
+    finish_run(job, module.model, spec, probs, split, {"stage": "head", "epoch": head_epoch})
 
 
 def _check_fine_tune_size(recipe, module: ClassifierModule) -> None:
@@ -215,7 +215,7 @@ def _keep_the_better_stage(job: Job, module, trainer, head_state, head_score, he
             decoded = decode_splits(job, recipe, write_skipped=False)  # the head's size
     spec = model_spec(kept_recipe, job.dataset.classes)
     probs = predict_probabilities(module.model.cpu(), spec.output, decoded[split].images)
-    finish_run(job, module.model, spec, probs, decoded[split].labels.numpy(), kept)
+    finish_run(job, module.model, spec, probs, decoded[split], kept)
 
 
 def _stage_two(recipe):
