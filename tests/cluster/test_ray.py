@@ -123,3 +123,17 @@ def test_a_worker_error_is_one_clear_message(local_ray, cats_dogs_subset, tmp_pa
 def test_workers_need_the_ray_engine() -> None:
     with pytest.raises(ImgclsError, match="--engine ray"):
         imgcls.train("unused", "seed-basic-cnn", workers=2)
+
+
+def test_an_address_where_no_cluster_answers_is_said_at_once(tiny_runs, tmp_path: Path) -> None:
+    """Ray itself retries such an address for minutes; the command says so in a second."""
+    import subprocess
+    import sys
+
+    imgcls_command = Path(sys.executable).with_name("imgcls")
+    args = [str(imgcls_command), "predict", str(tiny_runs.transfer), str(tiny_runs.data), "--output"]
+    args += [str(tmp_path / "out.csv"), "--engine", "ray", "--address", "127.0.0.1:1"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--address 127.0.0.1:1: no Ray cluster answers there" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out.csv").exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 from imgcls.errors import ImgclsError
 
@@ -31,6 +32,8 @@ def connect(address: str | None = None):
     # Ray's own chatter (state-API retries without a dashboard, actor warnings) stays in
     # its log files (/tmp/ray/session_latest/logs); errors and imgcls's own messages still show here
     quiet = {"logging_level": logging.ERROR, "logging_config": ray.LoggingConfig(log_level="ERROR")}
+    if address:
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -41,6 +44,19 @@ def connect(address: str | None = None):
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ImgclsError(f"--engine ray: cannot reach {where} ({first})") from None
     return ray
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A host:port (or ray://host:port) that accepts no TCP connection is said at once: Ray itself
+    retries such an address for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local" or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ImgclsError(f"--address {address}: no Ray cluster answers there ({reason})") from None
 
 
 def cluster_cpus(ray) -> int:

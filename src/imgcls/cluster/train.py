@@ -27,7 +27,11 @@ def train_on_ray(data: str | Path | None, recipe: Recipe, options: TrainOptions)
     ray = connect(options.address)
     run = Run.create(options.out, options.name or recipe.name)
     config = {"task": "train", "data": _absolute(data), "recipe": recipe, "options": _absolute_options(options)}
-    _fit(ray, run, config, options.workers)
+    try:
+        _fit(ray, run, config, options.workers)
+    except BaseException:
+        run.discard()  # nothing trained: no empty run folder (one with checkpoints stays, for --resume)
+        raise
     return run
 
 
@@ -39,7 +43,7 @@ def resume_on_ray(run: Run, options: TrainOptions) -> Run:
 
 
 def _fit(ray, run: Run, config: dict[str, Any], workers: int) -> None:
-    from ray.train import FailureConfig, RunConfig, ScalingConfig, WorkerGroupError
+    from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError, WorkerGroupError
     from ray.train.torch import TorchConfig, TorchTrainer
 
     config["run"] = str(run.path.resolve())
@@ -58,6 +62,8 @@ def _fit(ray, run: Run, config: dict[str, Any], workers: int) -> None:
         trainer.fit()
     except WorkerGroupError as error:
         raise _explained(run, error.worker_failures) from None
+    except TrainingFailedError as error:  # the controller itself (resources, scheduling)
+        raise ImgclsError(f"Ray Train failed: {_first_line(error)}") from None
     if not run.is_finished:
         raise ImgclsError(f"{run}: Ray Train ended without finishing the run; see the workers' messages above")
 
@@ -89,9 +95,13 @@ def _explained(run: Run, failures: dict[int, Exception]) -> ImgclsError:
     cause = getattr(error, "cause", None) or error  # RayTaskError wraps the worker's exception
     if isinstance(cause, ImgclsError):
         return ImgclsError(str(cause))
-    first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     then = f"; continue it with: imgcls train --resume {run}" if run.has_checkpoints() else ""
-    return ImgclsError(f"Ray Train worker {rank} failed: {type(cause).__name__}: {first}{then}")
+    return ImgclsError(f"Ray Train worker {rank} failed: {type(cause).__name__}: {_first_line(cause)}{then}")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _absolute(data: str | Path | None) -> str | None:
