@@ -21,6 +21,8 @@ from imgcls.errors import ImgclsError
 from imgcls.recipes import Recipe
 from imgcls.run import Run, TrainOptions
 
+WAIT_FOR_RANK_ZERO_S = 6 * 3600
+
 
 def train_on_ray(data: str | Path | None, recipe: Recipe, options: TrainOptions) -> Run:
     """Train `recipe` on DATA with `options.workers` Ray Train workers into a new run folder."""
@@ -50,7 +52,8 @@ def _fit(ray, run: Run, config: dict[str, Any], workers: int) -> None:
     trainer = TorchTrainer(
         _worker,
         train_loop_config=config,
-        torch_config=TorchConfig(backend="gloo"),
+        # the other workers wait at a barrier while rank 0 trains a transfer head: allow hours, not 30 min
+        torch_config=TorchConfig(backend="gloo", timeout_s=WAIT_FOR_RANK_ZERO_S),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=False),
         run_config=RunConfig(
             name=run.name,
