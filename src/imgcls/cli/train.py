@@ -77,6 +77,9 @@ def train(
     resume: Annotated[Path | None, _opt("Continue an interrupted run folder (its own settings)", RUN)] = None,
     progress: Annotated[bool, _opt("Show progress bars and stages", RUN)] = True,
     report: Annotated[bool, _opt("Write RUN/report.html at the end", RUN, "--report/--no-report")] = True,
+    logger: Annotated[
+        list[str] | None, _opt("Experiment tracker: csv, tensorboard, mlflow (repeat for several)", RUN)
+    ] = None,
     devices: Annotated[str, _opt("Lightning devices: 1, 2, 'auto', '0,1'", PROCESSES)] = "1",
     strategy: Annotated[str, _opt("Lightning strategy: auto, ddp, ddp_spawn, fsdp", PROCESSES)] = "auto",
     num_nodes: Annotated[int, _opt("Machines for multi-node training", PROCESSES)] = 1,

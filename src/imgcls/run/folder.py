@@ -53,6 +53,7 @@ CURVES = "curves.png"
 CONFUSION = "confusion_matrix.png"
 CHECKPOINTS = "checkpoints"
 RAY = "ray"  # Ray Train's own run state (engine ray)
+LOGS = "logs"  # experiment trackers' files (--logger)
 REPORT = "report.html"
 ONNX = "model.onnx"
 OUTPUT_DIRS = ("explain", "activations")
@@ -315,6 +316,15 @@ class Run:
     def confusion_path(self) -> Path:
         return self.path / CONFUSION
 
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def logs_dir(self) -> Path:
+        """Lightning loggers' files (`--logger csv|tensorboard`): logs/<logger>/<stage>/."""
+        return self.path / LOGS
+
     def write_start(self, config: dict[str, Any], dataset: Dataset) -> None:
         """What a run is before it trains: its configuration, its exact split and its classes."""
         self._write_config(config)
@@ -335,7 +345,7 @@ class Run:
 
         config = {**self.config, "kept": kept}
         save_model(self.path, model, spec)
-        atomic_write_json(self.path / METRICS, metrics)
+        atomic_write_json(self.metrics_path, metrics)
         self._write_config(config)
         self._forget()
         self.held_out = held_out

@@ -26,6 +26,7 @@ class TrainOptions:
     engine: str = "local"  # local: this process (and Lightning's DDP); ray: Ray Train workers
     workers: int = 1  # Ray Train workers (engine ray)
     address: str | None = None  # Ray cluster to join (engine ray); None starts a local one
+    logger: tuple[str, ...] = ()  # experiment trackers: csv, tensorboard, mlflow (imgcls.training.loggers)
     class_weights: str | None = None  # "auto": inverse class frequency
     data_dir: Path | None = None  # where to look for a built-in dataset
     labels: LabelOptions | None = None  # file names or a CSV instead of class folders
@@ -33,6 +34,7 @@ class TrainOptions:
     report: bool = True  # write report.html at the end (a failure there is a warning, not a failed training)
 
     def __post_init__(self) -> None:
+        self.logger = (self.logger,) if isinstance(self.logger, str) else tuple(self.logger or ())
         if self.engine not in ENGINES:
             raise ImgclsError(f"--engine {self.engine!r}: use {' or '.join(ENGINES)}")
         if self.workers < 1:
@@ -45,6 +47,7 @@ class TrainOptions:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in LOCAL_ONLY}
         values["labels"] = self.labels.as_dict() if self.labels else None
         values["data_dir"] = None if self.data_dir is None else str(self.data_dir)
+        values["logger"] = list(self.logger)
         return values
 
     @classmethod

@@ -124,6 +124,8 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
         loss = self._shared_step(batch, "")
+        if self.loggers:  # experiment trackers also get the loss of every step (history.csv: per epoch)
+            self.log("step_loss", loss.detach(), on_step=True, on_epoch=False)
         now = time.perf_counter()
         if batch_index > 0:
             self.log("img/s", len(batch[1]) / (now - self._step_started), prog_bar=True, on_step=True)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
 from imgcls.augment import build_transform
 from imgcls.data.cache import DecodedImages, DecodeSettings, decode_all
@@ -36,6 +36,7 @@ from imgcls.training.callbacks import (
     tensor_digest,
     verify_digest,
 )
+from imgcls.training.loggers import log_result_files, make_loggers
 from imgcls.training.module import ClassifierModule
 
 log = logging.getLogger("imgcls")
@@ -57,6 +58,7 @@ class Job:
     dataset: Dataset
     recipe: Recipe
     options: TrainOptions
+    loggers: list = field(default_factory=list)  # the current stage's experiment trackers (--logger)
 
     @property
     def eval_split(self) -> str:
@@ -143,13 +145,17 @@ def make_trainer(job: Job, stage: str, epochs: int, checkpoint_files: bool = Tru
     if options.progress:
         callbacks.append(EpochProgressBar(leave=True))
     processes, plugins = _processes(options, single_process)
+    job.loggers = make_loggers(run, options.logger, stage)
+    if job.loggers:
+        callbacks.append(LearningRateMonitor("step"))
     trainer = L.Trainer(
         max_epochs=epochs,
         accelerator=options.accelerator,
         **processes,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO(), *plugins],
-        logger=False,
+        logger=job.loggers or False,
+        log_every_n_steps=1,  # with --logger: every step (the loss of each step, lr, images/s)
         enable_progress_bar=options.progress,
         enable_model_summary=False,
         enable_checkpointing=checkpoint_files,  # else Lightning adds its own epoch=N-step=M.ckpt writer
@@ -262,4 +268,5 @@ def finish_run(job: Job, model: torch.nn.Module, spec: ModelSpec, probs, held_ou
     )
     remembered = HeldOut(probs, labels, list(held_out.paths), list(held_out.skipped))
     run.write_result(model.cpu().eval(), spec, metrics, kept, remembered)  # last: a run with `kept` is complete
+    log_result_files(job.loggers, [run.curves_path, run.confusion_path, run.metrics_path])
     log.info("kept the model of stage %s, epoch %s, at %d px", kept.get("stage"), kept.get("epoch"), spec.image_size)
