@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 
-from imgcls.errors import ImgclsError
+from imgcls.errors import ImgclsError, first_line
 
 INSTALL = "install the Ray extra: pip install 'imgcls[ray]'"
 
@@ -41,8 +41,7 @@ def connect(address: str | None = None):
             ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as error:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ImgclsError(f"--engine ray: cannot reach {where} ({first})") from None
+        raise ImgclsError(f"--engine ray: cannot reach {where} ({first_line(error)})") from None
     return ray
 
 

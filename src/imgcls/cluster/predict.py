@@ -85,8 +85,9 @@ def _predicted_rows(
         for batch in dataset.iter_batches(batch_size=CHUNK, batch_format="numpy"):
             yield list(_predictions(batch, classes))
     except ray.exceptions.RayError as error:
-        first = str(error).strip().splitlines()[-1][:200]
-        raise ImgclsError(f"--engine ray: prediction failed on the cluster ({first})") from None
+        lines = str(error).strip().splitlines()  # a RayTaskError holds the worker's traceback: its cause is last
+        reason = lines[-1][:200] if lines else type(error).__name__
+        raise ImgclsError(f"--engine ray: prediction failed on the cluster ({reason})") from None
 
 
 class OnnxActor:

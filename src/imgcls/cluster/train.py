@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from imgcls.cluster import connect
-from imgcls.errors import ImgclsError
+from imgcls.errors import ImgclsError, first_line
 from imgcls.recipes import Recipe
 from imgcls.run import Run, TrainOptions
 
@@ -66,7 +66,7 @@ def _fit(ray, run: Run, config: dict[str, Any], workers: int) -> None:
     except WorkerGroupError as error:
         raise _explained(run, error.worker_failures) from None
     except TrainingFailedError as error:  # the controller itself (resources, scheduling)
-        raise ImgclsError(f"Ray Train failed: {_first_line(error)}") from None
+        raise ImgclsError(f"Ray Train failed: {first_line(error)}") from None
     if not run.is_finished:
         raise ImgclsError(f"{run}: Ray Train ended without finishing the run; see the workers' messages above")
 
@@ -99,12 +99,7 @@ def _explained(run: Run, failures: dict[int, Exception]) -> ImgclsError:
     if isinstance(cause, ImgclsError):
         return ImgclsError(str(cause))
     then = f"; continue it with: imgcls train --resume {run}" if run.has_checkpoints() else ""
-    return ImgclsError(f"Ray Train worker {rank} failed: {type(cause).__name__}: {_first_line(cause)}{then}")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return ImgclsError(f"Ray Train worker {rank} failed: {type(cause).__name__}: {first_line(cause)}{then}")
 
 
 def _absolute(data: str | Path | None) -> str | None:

