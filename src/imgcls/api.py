@@ -133,14 +133,15 @@ def _options(values: dict[str, Any], settings: dict[str, Any]) -> TrainOptions:
     devices = values.get("devices")
     if isinstance(devices, str) and devices.isdigit():
         values["devices"] = int(devices)
-    if values.get("logger"):
-        from imgcls.training.loggers import check_logger_names
-
-        check_logger_names((values["logger"],) if isinstance(values["logger"], str) else tuple(values["logger"]))
     for key in ("out", "data_dir"):
         if key in values:
             values[key] = Path(values[key])
-    return TrainOptions(**values)
+    options = TrainOptions(**values)
+    if options.logger:  # said before any data is read
+        from imgcls.training.loggers import check_logger_names
+
+        check_logger_names(options.logger)
+    return options
 
 
 def _augmentation(current: Augment, switch: bool | Augment | dict | None, changes) -> Augment:
