@@ -211,6 +211,40 @@ def imgcls_env(isolated_cache: Path, monkeypatch: pytest.MonkeyPatch) -> dict[st
     return env
 
 
+@contextlib.contextmanager
+def _training_env(cache: Path):
+    """`cache` as $IMGCLS_CACHE and no inherited $IMGCLS_RUN_DIR, both restored afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IMGCLS_CACHE", str(cache))
+        patch.setenv(RUN_DIR_ENV, "")  # so that the undo removes what training sets
+        patch.delenv(RUN_DIR_ENV)
+        yield patch
+
+
+@pytest.fixture(scope="session")
+def training_env() -> Callable[[Path], contextlib.AbstractContextManager]:
+    """`with training_env(cache):` for module and session fixtures that train (imgcls_env is per test)."""
+    return _training_env
+
+
+@pytest.fixture
+def add_trainer_callback(monkeypatch: pytest.MonkeyPatch) -> Callable[[object, object], None]:
+    """`add_trainer_callback(strategy_module, callback)`: every Trainer that module makes also gets
+    `callback` (to interrupt training at a chosen moment); `monkeypatch.undo()` takes it away."""
+
+    def add(module, callback) -> None:
+        make_trainer = module.make_trainer
+
+        def with_callback(*args, **kwargs):
+            trainer = make_trainer(*args, **kwargs)
+            trainer.callbacks.append(callback)
+            return trainer
+
+        monkeypatch.setattr(module, "make_trainer", with_callback)
+
+    return add
+
+
 @pytest.fixture(scope="session")
 def cats_dogs_tree(cats_vs_dogs_dir: Path) -> Callable[..., Path]:
     """Session-scoped `cats_dogs_tree(root, train=16, val=8, flat=False)` for module fixtures."""
@@ -231,10 +265,7 @@ def tiny_runs(cats_dogs_tree, tmp_path_factory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("tiny-runs")
     data = cats_dogs_tree(root / "data", train=8, val=4)
     tiny = {"image_size": 64, "batch_size": 8, "progress": False, "out": root / "runs"}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("IMGCLS_CACHE", str(root / "cache"))
-        patch.setenv(RUN_DIR_ENV, "")  # so that the undo removes what training sets
-        patch.delenv(RUN_DIR_ENV)
+    with _training_env(root / "cache"):
         seed_cnn = imgcls.train(data, "seed-basic-cnn", epochs=1, **tiny)
         transfer = imgcls.train(data, "transfer", epochs=2, **tiny)
     return SimpleNamespace(data=data, seed_cnn=seed_cnn, transfer=transfer)
@@ -303,10 +334,7 @@ def served_run(cats_dogs_tree, tmp_path_factory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a busy 2-core machine: spinning OpenMP threads make small forwards crawl
     try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("IMGCLS_CACHE", str(tmp_path_factory.mktemp("serve-cache")))
-            patch.setenv(RUN_DIR_ENV, "")  # so that the undo removes what training sets
-            patch.delenv(RUN_DIR_ENV)
+        with _training_env(tmp_path_factory.mktemp("serve-cache")):
             return imgcls.train(
                 data,
                 "transfer",

@@ -27,7 +27,6 @@ from imgcls.cli import app, render
 from imgcls.evaluation import predict_run, top_mistakes
 from imgcls.models.classifier import ModelSpec, build_classifier, save_model
 from imgcls.report import page as report_module
-from imgcls.run.folder import RUN_DIR_ENV
 from imgcls.suspects import find_suspects, fit_logistic_regression, out_of_fold_probabilities, stratified_folds
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data, pytest.mark.usefixtures("one_thread")]
@@ -44,11 +43,8 @@ def wide_console(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("IMGCLS_CACHE", str(tmp_path_factory.mktemp("imgcls-cache")))
-        patch.setenv(RUN_DIR_ENV, "")
-        patch.delenv(RUN_DIR_ENV)
+def env(training_env, tmp_path_factory):
+    with training_env(tmp_path_factory.mktemp("imgcls-cache")):
         yield
 
 

@@ -23,7 +23,6 @@ import imgcls
 from imgcls.cli import app, render
 from imgcls.errors import ImgclsError
 from imgcls.recipes import DEFAULT_RECIPE, list_recipes
-from imgcls.run.folder import RUN_DIR_ENV
 
 IMGCLS = Path(sys.executable).with_name("imgcls")
 SEED_CNN_PARAMETERS = "10,641,441"
@@ -32,14 +31,11 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def trained_run(cats_dogs_tree, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained_run(cats_dogs_tree, training_env, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """seed-basic-cnn without flip TTA (the recipe has it), 48 px, 2 epochs, on 16+16 train / 8+8 val photos."""
     root = tmp_path_factory.mktemp("cli-run")
     data = cats_dogs_tree(root / "data", train=16, val=8)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("IMGCLS_CACHE", str(root / "cache"))
-        patch.setenv(RUN_DIR_ENV, "")
-        patch.delenv(RUN_DIR_ENV)
+    with training_env(root / "cache"):
         return imgcls.train(
             data,
             "seed-basic-cnn",

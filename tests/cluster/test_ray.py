@@ -18,17 +18,12 @@ from imgcls.predict import iter_files, onnx_predictor, predict_to_file
 
 ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip install 'imgcls[ray]')")
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data, pytest.mark.timeout(600)]
-RUN_DIR_ENV = "IMGCLS_RUN_DIR"
 
 
 @pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
+def local_ray(training_env, tmp_path_factory):
     """A local Ray with 2 CPUs; its workers inherit a cache of their own."""
-    cache = tmp_path_factory.mktemp("ray-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("IMGCLS_CACHE", str(cache))
-        patch.setenv(RUN_DIR_ENV, "")
-        patch.delenv(RUN_DIR_ENV)
+    with training_env(tmp_path_factory.mktemp("ray-cache")):
         quiet = ray.LoggingConfig(log_level="ERROR")  # as imgcls.cluster.connect starts one
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", logging_config=quiet)
         yield ray

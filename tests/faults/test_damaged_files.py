@@ -26,19 +26,12 @@ class CtrlCInEpochTwo(L.Callback):
 
 
 @pytest.fixture
-def interrupted_run(tmp_path: Path, images, imgcls_env, monkeypatch) -> Path:
+def interrupted_run(tmp_path: Path, images, imgcls_env, add_trainer_callback, monkeypatch) -> Path:
     """A seed-basic-cnn run stopped by Ctrl-C in epoch 2: checkpoints/last.ckpt (epoch 1) and the newer
     interrupted.ckpt."""
     data = tmp_path / "data"
     images.tree(data, {"cat": 16, "dog": 16})
-    make_trainer = plain.make_trainer
-
-    def interrupting(*args, **kwargs):
-        trainer = make_trainer(*args, **kwargs)
-        trainer.callbacks.append(CtrlCInEpochTwo())
-        return trainer
-
-    monkeypatch.setattr(plain, "make_trainer", interrupting)
+    add_trainer_callback(plain, CtrlCInEpochTwo())
     with pytest.raises(ImgclsError, match="imgcls train --resume"):
         imgcls.train(data, "seed-basic-cnn", epochs=3, out=tmp_path / "runs", **TINY)
     monkeypatch.undo()

@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 import imgcls
 from imgcls.cli import app
 from imgcls.data.decode import load_image
-from imgcls.run.folder import RUN_DIR_ENV
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -66,13 +65,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gray_run(workspace: Path) -> Path:
+def gray_run(workspace: Path, training_env) -> Path:
     """seed-basic-cnn with --channels 1 and flip TTA on the grayscale folder, through the CLI."""
     data = write_gray_folder(workspace / "gray")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("IMGCLS_CACHE", str(workspace / "cache"))
-        patch.setenv(RUN_DIR_ENV, "")
-        patch.delenv(RUN_DIR_ENV)
+    with training_env(workspace / "cache"):
         tiny = ["--image-size", SIZE, "--epochs", 2, "--batch-size", 8, "--out", workspace / "runs", "--no-progress"]
         invoke("train", data, "--recipe", "seed-basic-cnn", "--channels", 1, "--flip-tta", *tiny)
     return workspace / "runs" / "seed-basic-cnn"

@@ -14,16 +14,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
 
 @pytest.fixture(scope="module")
-def logged_run(cats_dogs_tree, tmp_path_factory):
+def logged_run(cats_dogs_tree, training_env, tmp_path_factory):
     pytest.importorskip("tensorboard", reason="pip install 'imgcls[trackers]'")
     pytest.importorskip("mlflow", reason="pip install 'imgcls[trackers]'")
     root = tmp_path_factory.mktemp("loggers")
     data = cats_dogs_tree(root / "data", train=8, val=4)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("IMGCLS_CACHE", str(root / "cache"))
+    with training_env(root / "cache") as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        patch.setenv("IMGCLS_RUN_DIR", "")
-        patch.delenv("IMGCLS_RUN_DIR")
         return imgcls.train(
             data, "seed-basic-cnn", epochs=2, image_size=32, batch_size=4, out=root / "runs",
             logger=["csv", "tensorboard", "mlflow"], progress=False, report=False,

@@ -34,6 +34,17 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 600) -> Non
         time.sleep(0.02)
 
 
+def kill(process: subprocess.Popen) -> None:
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+
+
+def resume(run: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """`imgcls train --resume RUN`, as a user would run it after the kill."""
+    command = [str(IMGCLS), "train", "--resume", str(run), "--no-progress"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def history(run: Path) -> list[tuple[str, int]]:
     with (run / "history.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -53,20 +64,13 @@ def test_a_transfer_run_killed_while_fine_tuning_resumes_without_redoing_stage_1
     command = [str(IMGCLS), "train", str(data), "--recipe", "transfer", "--no-progress", *settings]
     process = subprocess.Popen(command, env=imgcls_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(run / "checkpoints" / "fine-tune-last.ckpt", process)
-    os.kill(process.pid, signal.SIGKILL)
-    process.communicate(timeout=60)
+    kill(process)
     assert not (run / "model.safetensors").exists(), "killed too late: training had finished"
     head = run / "checkpoints" / "head-best.ckpt"
     head_written = head.stat().st_mtime_ns
     stopped_at = max(epoch for stage, epoch in history(run) if stage == "fine-tune")
 
-    resumed = subprocess.run(
-        [str(IMGCLS), "train", "--resume", str(run), "--no-progress"],
-        env=imgcls_env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    resumed = resume(run, imgcls_env, timeout=900)
 
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "Traceback" not in resumed.stderr, resumed.stderr
@@ -88,12 +92,11 @@ def test_a_transfer_run_killed_while_fine_tuning_resumes_without_redoing_stage_1
 
 
 def test_ctrl_c_in_the_head_stage_of_a_new_run_says_run_it_again(
-    cats_dogs_subset, imgcls_env, tmp_path: Path, monkeypatch
+    cats_dogs_subset, imgcls_env, add_trainer_callback, tmp_path: Path
 ) -> None:
     """Nothing is saved before stage 1 ends, so the run folder goes and the message says so."""
     import lightning as L
 
-    import imgcls
     from imgcls.errors import ImgclsError
     from imgcls.training import transfer
 
@@ -101,14 +104,7 @@ def test_ctrl_c_in_the_head_stage_of_a_new_run_says_run_it_again(
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             raise KeyboardInterrupt
 
-    make_trainer = transfer.make_trainer
-
-    def interrupted(*args, **kwargs):
-        trainer = make_trainer(*args, **kwargs)
-        trainer.callbacks.append(CtrlC())
-        return trainer
-
-    monkeypatch.setattr(transfer, "make_trainer", interrupted)
+    add_trainer_callback(transfer, CtrlC())
     data = cats_dogs_subset("data", train=4, val=2)
     with pytest.raises(ImgclsError, match="before its first checkpoint; run the same command again"):
         imgcls.train(data, "transfer", image_size=64, epochs=2, out=tmp_path / "runs", progress=False, report=False)
@@ -127,17 +123,10 @@ def test_a_transfer_run_killed_in_stage_1_resumes_from_the_start_of_stage_1(
     command += ["--out", str(out), "--no-report", "--no-progress"]
     process = subprocess.Popen(command, env=imgcls_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(run / "history.csv", process)
-    os.kill(process.pid, signal.SIGKILL)
-    process.communicate(timeout=60)
+    kill(process)
     assert not (run / "checkpoints" / "head-best.ckpt").exists(), "killed too late: stage 1 had ended"
 
-    resumed = subprocess.run(
-        [str(IMGCLS), "train", "--resume", str(run), "--no-progress"],
-        env=imgcls_env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    resumed = resume(run, imgcls_env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert history(run) == [("head", e) for e in range(1, 101)]
     assert Run.open(run).kept["stage"] == "head"

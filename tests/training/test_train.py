@@ -377,19 +377,12 @@ class CtrlCInEpochOne(L.Callback):
 
 @pytest.mark.parametrize("when", ["mid-epoch", "in-last-batch", "in-validation"])
 def test_interrupted_epoch_resumes_to_a_complete_history(
-    when: str, cats_dogs_subset, tmp_path: Path, monkeypatch
+    when: str, cats_dogs_subset, add_trainer_callback, tmp_path: Path, monkeypatch
 ) -> None:
     """Every row has its training and validation metrics, wherever in the epoch Ctrl-C came
     (Lightning would resume a checkpoint taken after the last batch without validating)."""
     data = cats_dogs_subset("data", train=16, val=8)
-    make_trainer = plain.make_trainer
-
-    def interrupting_trainer(*args, **kwargs) -> L.Trainer:
-        trainer = make_trainer(*args, **kwargs)
-        trainer.callbacks.append(CtrlCInEpochOne(when))
-        return trainer
-
-    monkeypatch.setattr(plain, "make_trainer", interrupting_trainer)
+    add_trainer_callback(plain, CtrlCInEpochOne(when))
     with pytest.raises(ImgclsError, match="imgcls train --resume"):
         imgcls.train(data, "seed-basic-cnn", out=tmp_path / "runs", seed=7, **{**TINY, "epochs": 3})
     monkeypatch.undo()

@@ -43,13 +43,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(training_env, tmp_path_factory):
     """One fresh $IMGCLS_CACHE for the module (the second run reuses the first one's features), no
     inherited $IMGCLS_RUN_DIR; everything restored afterwards."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("IMGCLS_CACHE", str(tmp_path_factory.mktemp("imgcls-cache")))
-        patch.setenv(RUN_DIR_ENV, "")  # so that the undo removes what training sets
-        patch.delenv(RUN_DIR_ENV)
+    with training_env(tmp_path_factory.mktemp("imgcls-cache")):
         yield
 
 
