@@ -86,17 +86,36 @@ def _local_model(run: Path, engine: str):
 @app.command()
 def export(
     run: RunArg,
-    export_format: Annotated[str, typer.Option("--format", help="Export format (supported: onnx)")] = "onnx",
-    out: Annotated[Path | None, typer.Option(help="File to write (default: RUN/model.onnx)")] = None,
+    export_format: Annotated[
+        str, typer.Option("--format", help="onnx (ONNX Runtime) or hf (a Hugging Face folder in timm's layout + card)")
+    ] = "onnx",
+    out: Annotated[Path | None, typer.Option(help="File or folder to write (default: RUN/model.onnx, RUN/hf)")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset version")] = 17,
+    push: Annotated[
+        str | None, typer.Option(help="hf: upload the folder to this Hub repository, e.g. user/cats-vs-dogs")
+    ] = None,
+    private: Annotated[bool, typer.Option(help="hf --push: create the repository private")] = False,
+    license: Annotated[str, typer.Option(help="hf: the model card's license (a Hub license id)")] = "apache-2.0",
 ) -> None:
-    """Export the model: ONNX takes float32 NCHW pixels 0..255 and returns class probabilities;
-    OUT.json next to it describes the preprocessing. Prints the path written."""
+    """Export the model. onnx: float32 NCHW pixels 0..255 in, class probabilities out; OUT.json beside it
+    describes the preprocessing. hf: model.safetensors + config.json + README.md (a model card from the
+    run), loadable by timm for timm backbones and by imgcls.load. Prints the path written."""
     from imgcls.export import export_model
     from imgcls.modelfile import sidecar_path
 
-    path = export_model(run, export_format, out, opset)
+    if push is not None and export_format.lower() != "hf":
+        raise ImgclsError("--push uploads a Hugging Face folder: add --format hf")
+    path = export_model(run, export_format, out, opset, license=license)
     sys.stdout.write(f"{path}\n")
+    if export_format.lower() == "hf":
+        from imgcls.export.hf import folder_layout, push_to_hub
+
+        loads_with = "timm and imgcls" if folder_layout(path) == "timm" else "imgcls (not a timm architecture)"
+        err_console.print(f"[dim]model card: {path / 'README.md'}; loads with {loads_with}[/dim]", highlight=False)
+        if push is not None:
+            url = push_to_hub(path, push, private)
+            err_console.print(f"pushed to {url}", highlight=False, soft_wrap=True)
+        return
     err_console.print(f"[dim]preprocessing and classes: {sidecar_path(path)}[/dim]", highlight=False, soft_wrap=True)
 
 

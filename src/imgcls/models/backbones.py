@@ -51,6 +51,13 @@ def _parse(name: str) -> tuple[str, str]:
     raise ImgclsError(f"Unknown backbone {name!r}. Use one of: {FORMS}.")
 
 
+def timm_architecture(name: str) -> str | None:
+    """The timm model name behind a backbone name (`efficientnet_lite0` is timm's `tf_efficientnet_lite0`),
+    or None for torchvision and Keras backbones: what a timm-layout export needs."""
+    kind, arch = _parse(name)
+    return arch if kind in ("lite", "timm") else None
+
+
 # --------------------------------------------------------------------------- create
 
 

@@ -136,5 +136,20 @@ def load_model(folder: Path) -> tuple[ImageClassifier, ModelSpec]:
     if not weights_path.is_file():
         raise ImgclsError(f"{weights_path}: missing; is {folder} a run folder of a finished training?")
     model = build_classifier(spec)
-    model.load_state_dict(load_file(str(weights_path)), strict=True)
+    model.load_state_dict(_imgcls_state(weights_path, spec, model), strict=True)
     return model.eval(), spec
+
+
+def _imgcls_state(weights_path: Path, spec: ModelSpec, model: ImageClassifier) -> dict[str, torch.Tensor]:
+    """The file's tensors under `model`'s names: a timm-layout export (`imgcls export --format hf`) is
+    converted back; anything else is imgcls's own layout."""
+    from safetensors import safe_open
+
+    state = load_file(str(weights_path))
+    with safe_open(str(weights_path), "pt") as handle:
+        metadata = handle.metadata() or {}
+    from imgcls.models import timm_layout
+
+    if metadata.get(timm_layout.LAYOUT_KEY) == timm_layout.TIMM_LAYOUT:
+        return timm_layout.from_timm(state, metadata[timm_layout.CLASSIFIER_KEY], spec, model)
+    return state

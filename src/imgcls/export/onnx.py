@@ -25,7 +25,6 @@ from imgcls.modelfile import WEIGHTS_FILE, sidecar_path
 from imgcls.models.classifier import ImageClassifier, ModelSpec, probabilities
 from imgcls.run import Run
 
-SUPPORTED_FORMATS = ("onnx",)
 SIDECAR_FORMAT = "imgcls-onnx"
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "probabilities"
@@ -50,14 +49,6 @@ class ProbabilityModel(nn.Module):
         return probabilities(self.model(pixels), self.output)
 
 
-def export_model(run: Run | Path | str, export_format: str = "onnx", out: Path | None = None, opset: int = 17) -> Path:
-    """Export in `export_format` (only 'onnx' for now); returns the file written."""
-    if export_format.lower() not in SUPPORTED_FORMATS:
-        supported = ", ".join(SUPPORTED_FORMATS)
-        raise ImgclsError(f"export format {export_format!r} is not supported; supported: {supported}")
-    return export_onnx(run, out, opset)
-
-
 def export_onnx(run: Run | Path | str, out: Path | None = None, opset: int = 17) -> Path:
     """Write the run's model as ONNX (default `RUN/model.onnx`) plus `<out>.json` describing the
     preprocessing; returns the ONNX path. Replaces only this run's own earlier export."""
@@ -66,7 +57,7 @@ def export_onnx(run: Run | Path | str, out: Path | None = None, opset: int = 17)
     if out.is_dir():
         out = out / run.onnx_path.name
     sidecar = sidecar_path(out)
-    run_id = _run_id(run)
+    run_id = export_id(run)
     for path in (out, sidecar):
         _refuse_unrelated(path, run, run_id)
     model, spec = run.load_model()
@@ -162,7 +153,7 @@ def _exported_from(path: Path, run_id: str) -> bool:
         return False
 
 
-def _run_id(run: Run) -> str:
+def export_id(run: Run) -> str:
     return hashlib.sha256(str(run.path.resolve()).encode()).hexdigest()[:16]
 
 
