@@ -177,11 +177,13 @@ def test_not_a_keras_file_raises(tmp_path) -> None:
     text.write_text("not hdf5")
     with pytest.raises(ImgclsError, match="not an HDF5"):
         load_keras_h5(model, text)
-    keras3 = tmp_path / "model.weights.h5"
-    with h5py.File(keras3, "w") as f:
-        f.create_group("layers/conv2d/vars").create_dataset("0", data=np.zeros(3))
-    with pytest.raises(ImgclsError, match="layer_names"):
-        load_keras_h5(model, keras3)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.create_dataset("images", data=np.zeros(3))
+    with pytest.raises(
+        ImgclsError, match=r"other\.h5: an HDF5 file but not Keras weights.*save_weights\('x\.weights\.h5'\)"
+    ):
+        load_keras_h5(model, other)
     with pytest.raises(ImgclsError, match="no such"):
         load_keras_h5(model, tmp_path / "absent.h5")
     with pytest.raises(ImgclsError, match="keras"):
