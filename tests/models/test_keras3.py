@@ -30,7 +30,6 @@ from imgcls.models.keras import (
     create_keras_backbone,
     load_keras_h5,
 )
-from imgcls.models.weights import KERAS_SUFFIXES
 
 # The snake-cased Keras class of each graph kind: the name Keras 3 gives the layer's group.
 KERAS3_CLASS = {
@@ -244,21 +243,7 @@ def test_bfloat16_variables_widen_exactly(vgg16, vgg16_files, tmp_path, keras_h5
     np.testing.assert_array_equal(model.get_layer("block1_conv1").weight.detach(), widened.transpose(3, 2, 0, 1))
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "weights",
-        pytest.param(
-            "keras",
-            marks=pytest.mark.xfail(
-                ".keras" not in KERAS_SUFFIXES,
-                reason="imgcls.models.weights.KERAS_SUFFIXES does not route .keras files to the Keras reader yet",
-                raises=ImgclsError,
-                strict=True,
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("kind", ["weights", "keras"])
 def test_weights_option_routes_keras3_files(vgg16, vgg16_files, keras_h5, kind) -> None:
     """`--weights FILE` (`load_pretrained`) hands both Keras 3 files to the Keras reader."""
     model = keras_h5.empty_backbone("vgg16", cut="block1")

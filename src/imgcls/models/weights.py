@@ -33,7 +33,7 @@ from imgcls.errors import ImgclsError, first_line
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 SAFETENSORS_SUFFIXES = (".safetensors",)
-KERAS_SUFFIXES = (".h5", ".hdf5")
+KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")  # Keras 2 .h5, Keras 3 .weights.h5 and .keras archives
 WEIGHT_SUFFIXES = TORCH_SUFFIXES + SAFETENSORS_SUFFIXES + KERAS_SUFFIXES
 
 # Checkpoints wrap the weights in one of these keys (Lightning, torchvision references, timm train).
