@@ -6,8 +6,11 @@ Layered like fastai: one line for the common case, each layer usable alone.
     run.metrics["accuracy"], run.history            # the run folder, typed (imgcls.run.Run)
     clf = imgcls.load(run)
     clf.predict(["photo.jpg", pil_image, array])   # -> [Prediction(label=..., probability=...)]
+    imgcls.check("photos/"), imgcls.evaluate(run)   # the dicts `--json` prints, typed
 
-`imgcls.train` takes every option of `imgcls train` under the same name (see `imgcls.api`).
+`imgcls.train` takes every option of `imgcls train` under the same name (see `imgcls.api`). In
+Jupyter, runs, predictions, checks and evaluations show as HTML, and `run.show_curves()`,
+`run.show_samples()`, `run.show_mistakes()` return figures (docs/notebooks.md).
 """
 
 from __future__ import annotations
@@ -20,8 +23,21 @@ from imgcls.version import __version__
 if TYPE_CHECKING:
     from imgcls.inference import Classifier
     from imgcls.run import Run
+    from imgcls.visual.notebook import CheckResult, EvaluationResult
 
-__all__ = ["train", "load", "Classifier", "Run", "__version__"]
+__all__ = [
+    "train",
+    "load",
+    "check",
+    "evaluate",
+    "show_curves",
+    "show_samples",
+    "show_mistakes",
+    "Classifier",
+    "Run",
+    "__version__",
+]
+NOTEBOOK_NAMES = ("show_curves", "show_samples", "show_mistakes", "CheckResult", "EvaluationResult")
 
 
 def train(data: str | Path | None = None, recipe: str | None = None, **settings: Any) -> Run:
@@ -40,13 +56,34 @@ def load(run: str | Path | Run) -> Classifier:
     return Classifier.load(run)
 
 
+def check(data: str | Path | None = None, **options: Any) -> CheckResult:
+    """`imgcls data check DATA` (options: val_split=, seed=, label_from=...): counts, unreadable files,
+    duplicates, leakage, imbalance; `.ok` is false when something must be fixed."""
+    from imgcls.api import check as check_data
+
+    return check_data(data, **options)
+
+
+def evaluate(run: str | Path | Run, data: str | Path | None = None, **options: Any) -> EvaluationResult:
+    """`imgcls evaluate RUN [DATA]` (options: flip_tta=, label_from=...): accuracy, loss, per-class
+    precision/recall/F1, confusion matrix, ROC AUC for two classes."""
+    from imgcls.api import evaluate as evaluate_run
+
+    return evaluate_run(run, data, **options)
+
+
 def __getattr__(name: str):  # lazy: `import imgcls` stays fast for the CLI
     if name == "Classifier":
         from imgcls.inference import Classifier
 
         return Classifier
     if name == "Run":
+        import imgcls.visual.notebook  # noqa: F401 - gives Run.show_samples/show_mistakes their drawing
         from imgcls.run import Run
 
         return Run
+    if name in NOTEBOOK_NAMES:
+        from imgcls.visual import notebook
+
+        return getattr(notebook, name)
     raise AttributeError(name)

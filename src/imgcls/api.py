@@ -8,6 +8,9 @@ Three kinds of settings, one flat namespace (as fastai's and Keras' one-liners t
   backbone), `augment` (True: the seeds' augmentation, False: none), `aug` (Keras-named KEY=VALUE
   changes), `unfreeze_from`, `channels`, and `label_from` / `label_pattern` / `labels` for data
   that is not a tree of class folders.
+
+`check` and `evaluate` are `imgcls data check` and `imgcls evaluate`: they return the dicts that
+`--json` prints, typed so that a notebook shows them as HTML (`imgcls.visual.notebook`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from imgcls.errors import ImgclsError
 from imgcls.progress import console_logging, is_rank_zero
 from imgcls.recipes import DEFAULT_RECIPE, SEED_AUGMENT, Recipe, get_recipe, with_backbone
 from imgcls.run import Run, TrainOptions
+from imgcls.visual.notebook import CheckResult, EvaluationResult
 
 DEFAULT_DATA = "cats-vs-dogs"
 OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(TrainOptions))
@@ -65,6 +69,46 @@ def train(
 
             write_report_safely(run)
     return run
+
+
+def check(
+    data: str | Path | None = None,
+    *,
+    val_split: float = 0.2,
+    seed: int = 0,
+    data_dir: Path | None = None,
+    label_from: str = "folder",
+    label_pattern: str | None = None,
+    labels: Path | str | None = None,
+) -> CheckResult:
+    """`imgcls data check DATA`: counts, formats, sizes, unreadable files, duplicates, leakage and
+    imbalance; `result.ok` is false when something must be fixed."""
+    from imgcls.data.check import check_dataset
+
+    chosen = LabelOptions.from_flags(label_from, label_pattern, labels)
+    return CheckResult(check_dataset(data, val_split=val_split, seed=seed, data_dir=data_dir, labels=chosen))
+
+
+def evaluate(
+    run: Run | str | Path,
+    data: str | Path | None = None,
+    *,
+    flip_tta: bool | None = None,
+    data_dir: Path | None = None,
+    label_from: str = "folder",
+    label_pattern: str | None = None,
+    labels: Path | str | None = None,
+) -> EvaluationResult:
+    """`imgcls evaluate RUN [DATA]`: accuracy, loss, per-class precision/recall/F1, the confusion
+    matrix and, for two classes, ROC AUC, on the run's test (else val) split or on other DATA."""
+    from imgcls.evaluation import evaluate_run
+
+    if data is not None and data_dir is not None:  # a built-in name read from a local copy
+        from imgcls.data.builtin import resolve_builtin
+
+        data = str(resolve_builtin(data, data_dir))
+    chosen = LabelOptions.from_flags(label_from, label_pattern, labels)
+    return EvaluationResult(evaluate_run(run, data, flip_tta=flip_tta, labels=chosen))
 
 
 def _resume(run: Run, settings: dict[str, Any]) -> Run:

@@ -6,9 +6,13 @@ from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+from imgcls.progress import in_notebook
+
+if not in_notebook():  # a notebook keeps its backend (inline), which shows the figures imgcls returns
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from imgcls.files import atomic_path  # noqa: E402
@@ -16,6 +20,14 @@ from imgcls.files import atomic_path  # noqa: E402
 
 def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
     """Accuracy and loss, training vs validation, side by side (seeds 003/004)."""
+    figure = curves_figure(history, title)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
+    return path
+
+
+def curves_figure(history: list[dict[str, float]], title: str = "") -> Figure:
+    """The figure of `plot_curves`, closed to pyplot: a notebook shows it once, where it is returned."""
     epochs = list(range(1, len(history) + 1))  # stages (head, fine-tune) follow one another
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for axis, metric, label in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss")):
@@ -35,10 +47,8 @@ def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") ->
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
     plt.close(figure)
-    return path
+    return figure
 
 
 def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, title: str = "Confusion matrix") -> Path:

@@ -35,9 +35,11 @@ from imgcls.errors import ImgclsError
 from imgcls.files import atomic_path, display_path
 from imgcls.modelfile import sidecar_path
 from imgcls.run import Run
+from imgcls.run.html import bar, card, fields, percent, table
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
 CHUNK = 256  # rows per chunk written: what a kill can cost
+SHOWN_CLASSES = 5  # probabilities a Prediction shows in a notebook
 
 
 @dataclass
@@ -52,6 +54,14 @@ class Prediction:
 
     def top_k(self, k: int) -> list[tuple[str, float]]:
         return sorted(self.probabilities.items(), key=lambda item: -item[1])[:k]
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the label and its probability, the top probabilities, the file."""
+        if self.error is not None:
+            return card("unreadable", fields([("file", self.source), ("error", self.error)]), "prediction")
+        top = table([(label, percent(p), bar(p)) for label, p in self.top_k(SHOWN_CLASSES)])
+        body = fields([("file", self.source), ("probabilities", top)])
+        return card(f"{self.label}: {percent(self.probability)}", body, "prediction")
 
 
 class Predictor(Protocol):

@@ -1,7 +1,9 @@
 """Progress bars on stderr (stdout stays clean for `--json` and CSV), and which process reports.
 
 One helper for downloads, extraction and feature passes: `with progress_bar(True, "Extracting", n)
-as advance: advance(k)`; disabled, it costs nothing and prints nothing.
+as advance: advance(k)`; disabled, it costs nothing and prints nothing. In a Jupyter notebook the
+bar is tqdm's (`in_notebook`): without ipywidgets, rich's live display there shows a warning and
+nothing until it is done.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ def progress_bar(
     """Yield `advance(n)`; a rich bar with count (or bytes, `unit="bytes"`), rate and time left."""
     if not enabled:
         yield lambda _n: None
+        return
+    if in_notebook():
+        with _notebook_bar(title, total, completed, unit) as advance:
+            yield advance
         return
     from rich.console import Console
     from rich.progress import (
@@ -53,6 +59,29 @@ def _rate_column(unit: str):
             return Text(f"{task.speed:,.1f} {unit}/s" if task.speed else "")
 
     return RateColumn()
+
+
+@contextlib.contextmanager
+def _notebook_bar(title: str, total: int | None, completed: int, unit: str) -> Iterator[Callable[[int], None]]:
+    """tqdm.auto: the widget bar with ipywidgets, else a text bar that the notebook redraws in place."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "IProgress not found": the text bar is fine
+        from tqdm.auto import tqdm
+
+    in_bytes = unit == "bytes"
+    shown_unit = "B" if in_bytes else f" {unit}"
+    with tqdm(total=total, initial=completed, desc=title, unit=shown_unit, unit_scale=in_bytes, file=sys.stderr) as bar:
+        yield bar.update
+
+
+def in_notebook() -> bool:
+    """Inside a Jupyter kernel (ipykernel: JupyterLab, Notebook, VS Code): output goes to a notebook cell,
+    which redraws `\\r` lines but is no terminal. Never imports IPython: a kernel has it loaded already."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 def is_rank_zero() -> bool:

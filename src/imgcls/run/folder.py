@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -35,9 +36,12 @@ from imgcls.files import atomic_write_json, atomic_write_text, display_path, fre
 from imgcls.modelfile import SPEC_FILE, WEIGHTS_FILE
 from imgcls.progress import is_rank_zero
 from imgcls.run.history import read_history
+from imgcls.run.html import run_card
 from imgcls.run.options import TrainOptions
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from imgcls.data.cache import DecodeSettings
     from imgcls.models.classifier import ImageClassifier, ModelSpec
     from imgcls.recipes import Recipe
@@ -59,6 +63,22 @@ ONNX = "model.onnx"
 OUTPUT_DIRS = ("explain", "activations")
 CHECKPOINT_KINDS = ("best", "last", "interrupted")
 RESUMABLE_KINDS = ("last", "interrupted")
+PICTURES: dict[str, Callable[..., Figure]] = {}  # "samples", "mistakes": see provide_pictures
+
+
+def provide_pictures(**drawers: Callable[..., Figure]) -> None:
+    """How `Run.show_samples` and `Run.show_mistakes` draw, given by `imgcls.visual.notebook` when it is
+    imported: it decodes, predicts and draws, in layers above this one, which may not import them."""
+    PICTURES.update(drawers)
+
+
+def _drawer(name: str) -> Callable[..., Figure]:
+    if name not in PICTURES:
+        raise ImgclsError(
+            f"Run.show_{name} draws with imgcls.visual.notebook: import it first "
+            "(imgcls.train, imgcls.Run and imgcls.evaluate do)"
+        )
+    return PICTURES[name]
 
 
 @dataclass
@@ -120,6 +140,10 @@ class Run:
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: name, recipe, classes, status, the epoch kept, metrics, data and files."""
+        return run_card(self)
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (Run, os.PathLike, str)):
             return self.path == Path(other)
@@ -127,6 +151,25 @@ class Run:
 
     def __hash__(self) -> int:
         return hash(self.path)
+
+    # ------------------------------------------------------------------ figures, for a notebook
+
+    def show_curves(self) -> Figure:
+        """Training and validation accuracy and loss per epoch (as curves.png), so far."""
+        from imgcls.plots import curves_figure
+
+        history = self.history
+        if not history:
+            raise ImgclsError(f"{display_path(self.history_path)}: no epoch has finished yet")
+        return curves_figure(history, title=f"{self.name}: {self.config.get('recipe', {}).get('model', '')}")
+
+    def show_samples(self, count: int = 15, split: str = "train", seed: int = 0) -> Figure:
+        """`count` photos of one of the run's own splits, classes in turn, with class and file."""
+        return _drawer("samples")(self, count=count, split=split, seed=seed)
+
+    def show_mistakes(self, count: int = 16, data: str | Path | None = None) -> Figure:
+        """The `count` most confident wrong predictions on the held-out split (or on other DATA)."""
+        return _drawer("mistakes")(self, count=count, data=data)
 
     # ------------------------------------------------------------------ typed reads
 

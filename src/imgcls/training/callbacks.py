@@ -9,10 +9,19 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, OnExceptionCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import (
+    Checkpoint,
+    ModelCheckpoint,
+    OnExceptionCheckpoint,
+    ProgressBar,
+    RichProgressBar,
+    TQDMProgressBar,
+)
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from imgcls.files import atomic_path
+from imgcls.progress import in_notebook
 from imgcls.run import read_history, write_history
 
 
@@ -142,6 +151,29 @@ class EpochProgressBar(RichProgressBar):
     def _get_train_description(self, current_epoch: int) -> str:
         description = f"Epoch {current_epoch + 1}/{self.trainer.max_epochs}"
         return f"{description:{len(self.validation_description)}}"
+
+
+class NotebookEpochProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar for Jupyter, one line per epoch counted from 1 (give it leave=True).
+
+    Rich's live bar needs ipywidgets in a notebook (without them: a warning, then nothing until it is
+    done). A notebook redraws tqdm's line in place, but not a second bar under it (cursor moves), so
+    validation gets none: its numbers join the epoch's line when it ends."""
+
+    def on_train_start(self, *_) -> None:
+        self.train_progress_bar = Tqdm(disable=True)  # each epoch opens its own line
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+    def init_validation_tqdm(self) -> Tqdm:
+        return Tqdm(disable=True)
+
+
+def epoch_progress_bar() -> ProgressBar:
+    """The training bar: rich's in a terminal, tqdm's in a notebook; one bar per epoch, kept."""
+    return NotebookEpochProgressBar(leave=True) if in_notebook() else EpochProgressBar(leave=True)
 
 
 DIGEST_KEY = "imgcls_sha256"

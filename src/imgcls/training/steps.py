@@ -29,10 +29,10 @@ from imgcls.training.callbacks import (
     MONITORS,
     AtomicCheckpointIO,
     BestWeightsInMemory,
-    EpochProgressBar,
     HistoryWriter,
     InterruptCheckpoint,
     LatestCheckpoint,
+    epoch_progress_bar,
     tensor_digest,
     verify_digest,
 )
@@ -143,7 +143,7 @@ def make_trainer(job: Job, stage: str, epochs: int, checkpoint_files: bool = Tru
             EarlyStopping(monitor=recipe.monitor, mode=MONITORS[recipe.monitor], patience=recipe.early_stopping)
         )
     if options.progress:
-        callbacks.append(EpochProgressBar(leave=True))
+        callbacks.append(epoch_progress_bar())
     processes, plugins = _processes(options, single_process)
     job.loggers = make_loggers(run, options.logger, stage)
     if job.loggers:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -19,6 +20,9 @@ from imgcls.files import display_path
 from imgcls.suspects import Suspect, SuspectReport
 from imgcls.visual import grids
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 THUMBNAIL = 224  # pixels, longest side
 COLUMNS = 4
 NAME_CHARS = 24  # a caption line of a 2.6-inch tile at 9 pt holds about 30 characters
@@ -26,12 +30,16 @@ LABEL_CHARS = 14
 
 
 def mistakes_figure(predicted: Predictions, found: Sequence[Mistake], path: Path) -> Path:
+    return plot_mistakes(found, path, mistakes_title(predicted, found))
+
+
+def mistakes_title(predicted: Predictions, found: Sequence[Mistake]) -> str:
+    """How many mistakes are shown, of how many wrong, among how many images."""
     wrong = int((predicted.probs.argmax(1) != predicted.labels).sum())
-    title = (
+    return (
         f"Most confident mistakes: {len(found)} of {wrong} wrong among {len(predicted.labels):,} images "
         f"({predicted.described}); probability of the predicted class"
     )
-    return plot_mistakes(found, path, title)
 
 
 def suspects_figure(report: SuspectReport, shown: Sequence[Suspect], path: Path) -> Path:
@@ -43,12 +51,17 @@ def suspects_figure(report: SuspectReport, shown: Sequence[Suspect], path: Path)
 
 
 def plot_mistakes(mistakes: Sequence[Mistake], path: Path, title: str) -> Path:
+    return grids.save_figure(mistakes_grid(mistakes, title), path)
+
+
+def mistakes_grid(mistakes: Sequence[Mistake], title: str) -> Figure:
+    """The figure of `plot_mistakes` (for a notebook): each photo with its file, true and predicted class."""
     captions = [
         f"{short(m.path.name, NAME_CHARS)}\ntrue: {short(m.true_label)}\n"
         f"predicted: {short(m.predicted_label)} {m.probability:.1%}"
         for m in mistakes
     ]
-    return _grid([m.path for m in mistakes], captions, path, title)
+    return _grid_figure([m.path for m in mistakes], captions, title)
 
 
 def plot_suspects(suspects: Sequence[Suspect], path: Path, title: str) -> Path:
@@ -80,6 +93,10 @@ def short(text: str, limit: int = LABEL_CHARS) -> str:
 
 
 def _grid(paths: Sequence[Path], captions: list[str], path: Path, title: str) -> Path:
+    return grids.save_figure(_grid_figure(paths, captions, title), path)
+
+
+def _grid_figure(paths: Sequence[Path], captions: list[str], title: str) -> Figure:
     columns = max(1, min(COLUMNS, len(paths)))
     wrapped = "\n".join(textwrap.wrap(title, width=int(11 * 2.6 * columns)))  # ~11 characters per inch at 11 pt
-    return grids.image_grid([thumbnail(p) for p in paths], captions, path, wrapped, columns=columns)
+    return grids.image_grid_figure([thumbnail(p) for p in paths], captions, wrapped, columns=columns)

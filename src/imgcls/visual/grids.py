@@ -1,8 +1,8 @@
 """Figures made of pictures: sample grids, augmentation previews, feature maps, Grad-CAM.
 
 Pure drawing: every function takes arrays and captions already computed (by `imgcls.explain`,
-`imgcls.augment`, `visual.show`) and writes one PNG, returning its path. Images are (H, W, C)
-uint8 arrays, C = 1 or 3.
+`imgcls.augment`, `visual.show`) and writes one PNG, returning its path; `image_grid_figure`
+returns the figure itself, for a notebook. Images are (H, W, C) uint8 arrays, C = 1 or 3.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+from imgcls.progress import in_notebook
+
+if not in_notebook():  # a notebook keeps its backend (inline), which shows the figures imgcls returns
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -25,6 +28,11 @@ DPI = 100
 
 def image_grid(images: Sequence[np.ndarray], captions: Sequence[str], path: Path, title: str, columns: int = 5) -> Path:
     """Images in rows of `columns`, each with its caption above it (the seeds' show_batch/plotImages)."""
+    return save_figure(image_grid_figure(images, captions, title, columns), path)
+
+
+def image_grid_figure(images: Sequence[np.ndarray], captions: Sequence[str], title: str, columns: int = 5) -> Figure:
+    """The figure of `image_grid`, closed to pyplot: a notebook shows it once, where it is returned."""
     columns = max(1, min(columns, len(images)))
     rows = math.ceil(len(images) / columns)
     figure, axes = plt.subplots(
@@ -35,7 +43,9 @@ def image_grid(images: Sequence[np.ndarray], captions: Sequence[str], path: Path
     for axis, image, caption in zip(axes.flat, images, captions, strict=False):
         _show(axis, image)
         axis.set_title(caption, fontsize=9)
-    return _save(figure, path, title)
+    figure.suptitle(title, fontsize=11)
+    plt.close(figure)
+    return figure
 
 
 def operation_rows(
@@ -150,9 +160,15 @@ def _standardise(values: np.ndarray) -> np.ndarray:
     return np.clip((values - values.mean()) / spread * 64 + 128, 0, 255)
 
 
-def _save(figure: Figure, path: Path, title: str) -> Path:
-    figure.suptitle(title, fontsize=11)
+def save_figure(figure: Figure, path: Path) -> Path:
+    """`figure` as a PNG at `path`, written atomically."""
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=DPI, format="png")
+    return path
+
+
+def _save(figure: Figure, path: Path, title: str) -> Path:
+    figure.suptitle(title, fontsize=11)
+    save_figure(figure, path)
     plt.close(figure)
     return path

@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,11 @@ from imgcls.errors import ImgclsError
 from imgcls.files import display_path, fresh_dir
 from imgcls.run import Run
 from imgcls.visual import grids
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from imgcls.data.discover import Dataset
 
 THUMBNAIL = 256  # pixels: longest side of the photos in sample grids
 SEED_SIZE = 150  # the seeds' target_size=(150, 150)
@@ -52,15 +58,29 @@ def show_samples(
     from imgcls.data.discover import discover
 
     dataset = discover(data, seed=seed, data_dir=data_dir, labels=labels)
+    images, captions, title, errors = _samples(dataset, count, split, seed)
+    return Written([grids.image_grid(images, captions, fresh_path(out, f"samples-{split}"), title)], errors)
+
+
+def samples_figure(dataset: Dataset, count: int = 15, split: str = "train", seed: int = 0) -> tuple[Figure, list[str]]:
+    """The grid of `show_samples` for a dataset already discovered (a run's own split), as a figure for a
+    notebook, and the chosen files that could not be read (file: reason)."""
+    images, captions, title, errors = _samples(dataset, count, split, seed)
+    return grids.image_grid_figure(images, captions, title), errors
+
+
+def _samples(dataset: Dataset, count: int, split: str, seed: int) -> tuple[list[np.ndarray], list[str], str, list[str]]:
+    """Thumbnails of `count` photos of `split`, classes in turn, their captions, the grid's title, and
+    the chosen files that could not be read."""
     if split not in dataset.splits:
         raise ImgclsError(f"{display_path(dataset.root)}: no {split!r} split; it has {', '.join(dataset.splits)}")
     samples = _balanced_pick(dataset.splits[split], len(dataset.classes), count, seed)
-    images, captions, written = [], [], Written()
+    images, captions, errors = [], [], []
     for sample in samples:
         try:
             images.append(load_image(sample.path))
         except BadImageError as error:
-            written.errors.append(str(error))
+            errors.append(str(error))
             continue
         images[-1] = _thumbnail(images[-1])
         captions.append(f"{dataset.classes[sample.label]}\n{_short_name(sample.path.name)}")
@@ -68,8 +88,7 @@ def show_samples(
         raise ImgclsError(f"{display_path(dataset.root)}: none of the chosen {split} images could be read")
     total = len(dataset.splits[split])
     title = f"{display_path(dataset.root)}: {len(images)} of {total:,} {split} images, {len(dataset.classes)} classes"
-    written.paths.append(grids.image_grid(images, captions, fresh_path(out, f"samples-{split}"), title))
-    return written
+    return images, captions, title, errors
 
 
 def _balanced_pick(samples: list, class_count: int, count: int, seed: int) -> list:
