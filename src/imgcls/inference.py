@@ -16,6 +16,7 @@ from imgcls.data.decode import load_image
 from imgcls.engine import OnnxModule
 from imgcls.errors import ImgclsError
 from imgcls.export import export_onnx
+from imgcls.modelfile import INT8_ONNX_FILE
 from imgcls.models.classifier import ModelSpec, predict_probabilities
 from imgcls.predict import Prediction, iter_files, predict_stream
 from imgcls.run import Run
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from imgcls.explain import Explanation
 
 ImageInput = str | Path | Image.Image | np.ndarray
-ENGINES = ("auto", "torch", "onnx")
+ENGINES = ("auto", "torch", "onnx", "int8")
 log = logging.getLogger("imgcls")
 
 
@@ -38,15 +39,18 @@ class Classifier:
 
     @classmethod
     def load(cls, run: Path | str, engine: str = "auto") -> Classifier:
-        """engine 'torch': eager PyTorch; 'onnx': RUN/model.onnx (from `imgcls export RUN`); 'auto':
-        RUN/model.onnx, exported first when missing or older than the weights; PyTorch if that fails."""
+        """engine 'torch': eager PyTorch; 'onnx': RUN/model.onnx (from `imgcls export RUN`); 'int8':
+        RUN/model.int8.onnx (`imgcls export RUN --quantize int8`); 'auto': RUN/model.onnx, exported
+        first when missing or older than the weights; PyTorch if that fails."""
         folder = Run.open(run)
         model, spec = folder.load_model()
         return cls(model, spec, run_onnx_module(folder, spec, engine))
 
     @property
     def engine(self) -> str:
-        return "torch" if self.onnx is None else "onnx"
+        if self.onnx is None:
+            return "torch"
+        return "int8" if self.onnx.path.name == INT8_ONNX_FILE else "onnx"
 
     @property
     def classes(self) -> list[str]:
@@ -88,6 +92,16 @@ def expand_paths(patterns: Iterable[str | Path]) -> list[Path]:
     return list(iter_files(patterns))
 
 
+def _int8_module(run: Run) -> OnnxModule:
+    path = run.onnx_path.with_name(INT8_ONNX_FILE)
+    make = f"run `imgcls export {run} --quantize int8` first (or use --engine onnx)"
+    if not path.is_file():
+        raise ImgclsError(f"{path}: missing; {make}")
+    if path.stat().st_mtime_ns <= run.weights_path.stat().st_mtime_ns:
+        raise ImgclsError(f"{path}: older than the weights (trained again since); {make}")
+    return OnnxModule(path)
+
+
 def run_onnx_module(run: Run, spec: ModelSpec, engine: str = "auto") -> OnnxModule | None:
     """The ONNX session `Classifier.load(run, engine)` should use, or None for eager PyTorch.
     'onnx': RUN/model.onnx (an error if missing); 'auto': RUN/model.onnx, exported first when missing
@@ -96,6 +110,8 @@ def run_onnx_module(run: Run, spec: ModelSpec, engine: str = "auto") -> OnnxModu
         raise ImgclsError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
     if engine == "torch":
         return None
+    if engine == "int8":
+        return _int8_module(run)
     onnx_path, weights, stale = run.onnx_path, run.weights_path, run.onnx_is_stale
     if engine == "auto" and (stale or not onnx_path.is_file()):
         try:  # export once, beside the weights: later predictions reuse it

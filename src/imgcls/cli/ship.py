@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from imgcls.cli.app import RunArg, app
-from imgcls.cli.render import err_console, print_predictions, print_stream_summary
+from imgcls.cli.render import console, err_console, print_predictions, print_stream_summary
 from imgcls.errors import ImgclsError
 
 FORMATS = ("table", "csv", "json")
@@ -33,7 +33,8 @@ def predict(
     engine: Annotated[
         str,
         typer.Option(
-            help="torch, onnx (RUN/model.onnx), auto (onnx, exported when missing) or ray (Ray Data, with --output)"
+            help="torch, onnx (RUN/model.onnx), int8 (export --quantize int8), auto (onnx, exported when missing) "
+            "or ray (Ray Data, with --output)"
         ),
     ] = "auto",
     workers: Annotated[int | None, typer.Option(help="Ray actors, one CPU each (default: the cluster's CPUs)")] = None,
@@ -96,6 +97,11 @@ def export(
     ] = None,
     private: Annotated[bool, typer.Option(help="hf --push: create the repository private")] = False,
     license: Annotated[str, typer.Option(help="hf: the model card's license (a Hub license id)")] = "apache-2.0",
+    quantize: Annotated[
+        str | None, typer.Option(help="onnx: int8 (static QDQ), kept only if accurate and faster here")
+    ] = None,
+    calibration: Annotated[int | None, typer.Option(help="--quantize: training photos to calibrate on")] = None,
+    force: Annotated[bool, typer.Option(help="--quantize: keep int8 even if slower or less accurate")] = False,
 ) -> None:
     """Export the model. onnx: float32 NCHW pixels 0..255 in, class probabilities out; OUT.json beside it
     describes the preprocessing. hf: model.safetensors + config.json + README.md (a model card from the
@@ -105,6 +111,13 @@ def export(
 
     if push is not None and export_format.lower() != "hf":
         raise ImgclsError("--push uploads a Hugging Face folder: add --format hf")
+    if quantize is not None:
+        if quantize.lower() != "int8" or export_format.lower() != "onnx":
+            raise ImgclsError(f"--quantize {quantize}: only int8, with --format onnx")
+        from imgcls.export.quantize import quantize_run
+
+        print_quantized(quantize_run(run, calibration, force))
+        return
     path = export_model(run, export_format, out, opset, license=license)
     sys.stdout.write(f"{path}\n")
     if export_format.lower() == "hf":
@@ -117,6 +130,21 @@ def export(
             err_console.print(f"pushed to {url}", highlight=False, soft_wrap=True)
         return
     err_console.print(f"[dim]preprocessing and classes: {sidecar_path(path)}[/dim]", highlight=False, soft_wrap=True)
+
+
+def print_quantized(result) -> None:
+    """fp32 against int8, measured here, and what was kept."""
+    from rich.table import Table
+
+    table = Table("model", "accuracy", "images/s", title=f"{result.validation_images} validation photos")
+    table.add_row("float32", f"{result.fp32_accuracy:.2%}", f"{result.fp32_images_per_s:,.1f}")
+    table.add_row("int8", f"{result.int8_accuracy:.2%}", f"{result.int8_images_per_s:,.1f}")
+    console.print(table)
+    if result.kept:
+        sys.stdout.write(f"{result.path}\n")
+        err_console.print(f"int8 kept ({result.reason}); use it with --engine int8", highlight=False)
+    else:
+        err_console.print(f"[yellow]{result.reason}[/yellow]", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -132,7 +160,7 @@ def serve(
     batch_window_ms: Annotated[
         float, typer.Option(help="Longest wait for concurrent requests to join a batch, in ms")
     ] = 3.0,
-    engine: Annotated[str, typer.Option(help="torch, onnx or auto, as for predict")] = "auto",
+    engine: Annotated[str, typer.Option(help="torch, onnx, int8 or auto, as for predict")] = "auto",
     body_timeout: Annotated[
         float, typer.Option(help="Longest wait for a whole upload, in s (slower clients get 408)")
     ] = 30.0,

@@ -157,12 +157,15 @@ def _evaluation(run: Run) -> str:
         lines += [
             f"| {name} | " + " | ".join(str(v) for v in row) + " |" for name, row in zip(classes, matrix, strict=True)
         ]
-    figures = [
-        f"![{name}]({name}.png)" for name in ("curves", "confusion_matrix") if (run.path / f"{name}.png").is_file()
-    ]
-    if figures:
-        lines += ["", " ".join(figures)]
+    shown = [f"![{path.stem}]({path.name})" for path in figures(run)]
+    if shown:
+        lines += ["", " ".join(shown)]
     return "\n".join(lines)
+
+
+def figures(run: Run) -> list[Path]:
+    """The run's pictures the card shows (copied beside it): its curves and confusion matrix, when there."""
+    return [path for path in (run.curves_path, run.confusion_path) if path.is_file()]
 
 
 def _data_check(run: Run) -> str:

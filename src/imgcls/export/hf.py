@@ -24,16 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from imgcls.errors import ImgclsError, first_line
-from imgcls.export.card import model_card
+from imgcls.export.card import figures, model_card
 from imgcls.export.onnx import export_id
-from imgcls.files import _umask, atomic_path, atomic_write_text, display_path
+from imgcls.files import atomic_path, atomic_write_text, current_umask, display_path
 from imgcls.modelfile import SPEC_FILE, WEIGHTS_FILE
 from imgcls.models.classifier import ImageClassifier, ModelSpec
 from imgcls.run import Run
 
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
-FIGURES = ("curves.png", "confusion_matrix.png")
 HF_DEFAULT_DIR = "hf"  # RUN/hf when no --out is given
 
 
@@ -46,12 +45,11 @@ def export_hf(run: Run | Path | str, out: Path | None = None, license: str = "ap
     model, spec = run.load_model()
     out.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    building.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the export is an ordinary folder
+    building.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; the export is an ordinary folder
     try:
         layout = _write_model(building, model, spec, run_id)
-        for name in FIGURES:
-            if (run.path / name).is_file():
-                shutil.copyfile(run.path / name, building / name)
+        for figure in figures(run):
+            shutil.copyfile(figure, building / figure.name)
         atomic_write_text(building / CARD_FILE, model_card(run, model, spec, layout, license))
         _move_into_place(building, out)
     finally:
@@ -88,7 +86,8 @@ def _write_timm(folder: Path, model: ImageClassifier, spec: ModelSpec, run_id: s
     from safetensors.torch import save_file
     from timm.models._hub import save_config_for_hf
 
-    from imgcls.models.timm_layout import CLASSIFIER_KEY, LAYOUT_KEY, TIMM_LAYOUT, to_timm
+    from imgcls.models.timm_keys import CLASSIFIER_KEY, LAYOUT_KEY, TIMM_LAYOUT
+    from imgcls.models.timm_layout import to_timm
 
     converted, classifier = to_timm(model, spec)
     state = {key: value.detach().contiguous() for key, value in converted.state_dict().items()}

@@ -20,6 +20,7 @@ from torch import nn
 from imgcls.errors import ImgclsError
 from imgcls.files import atomic_path, atomic_write_text
 from imgcls.modelfile import FORMAT_VERSION, SPEC_FILE, WEIGHTS_FILE
+from imgcls.models import timm_keys
 from imgcls.models.registry import create_model
 
 
@@ -148,8 +149,11 @@ def _imgcls_state(weights_path: Path, spec: ModelSpec, model: ImageClassifier) -
     state = load_file(str(weights_path))
     with safe_open(str(weights_path), "pt") as handle:
         metadata = handle.metadata() or {}
-    from imgcls.models import timm_layout
-
-    if metadata.get(timm_layout.LAYOUT_KEY) == timm_layout.TIMM_LAYOUT:
-        return timm_layout.from_timm(state, metadata[timm_layout.CLASSIFIER_KEY], spec, model)
-    return state
+    if metadata.get(timm_keys.LAYOUT_KEY) != timm_keys.TIMM_LAYOUT:
+        return state
+    try:
+        return timm_keys.from_timm(state, metadata, spec.output, model.net.head, {"mean": model.mean, "std": model.std})
+    except (KeyError, AttributeError) as error:
+        raise ImgclsError(
+            f"{weights_path}: timm-layout weights that do not fit {spec.architecture} ({error})"
+        ) from None

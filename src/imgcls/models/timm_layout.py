@@ -8,7 +8,7 @@ logits `[0, z]`, whose softmax is exactly `[1 - sigmoid(z), sigmoid(z)]`. Normal
 imgcls keeps inside `ImageClassifier`, becomes the folder's `pretrained_cfg` mean/std.
 
 The weights file records the layout in its safetensors metadata (`imgcls.layout`, `imgcls.classifier`),
-so `load_model` turns such a file back into an `ImageClassifier` without importing timm.
+so `load_model` turns such a file back into an `ImageClassifier` without importing timm (`timm_keys`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,8 @@ from torch import nn
 
 from imgcls.errors import ImgclsError
 from imgcls.models.backbones import timm_architecture
-from imgcls.models.classifier import ImageClassifier, ModelSpec
-
-LAYOUT_KEY = "imgcls.layout"
-CLASSIFIER_KEY = "imgcls.classifier"
-TIMM_LAYOUT = "timm"
+from imgcls.models.classifier import ImageClassifier, ModelSpec, probabilities
+from imgcls.models.timm_keys import head_linear_name
 
 
 def timm_name(spec: ModelSpec) -> str | None:
@@ -59,18 +56,6 @@ def to_timm(model: ImageClassifier, spec: ModelSpec) -> tuple[nn.Module, str]:
     return converted, prefix
 
 
-def from_timm(state: dict[str, torch.Tensor], classifier: str, spec: ModelSpec, model: ImageClassifier) -> dict:
-    """The `ImageClassifier` state dict for timm-layout weights (`to_timm`'s inverse) into `model`'s keys."""
-    head_key = _head_key(model)
-    weight, bias = state.pop(f"{classifier}.weight"), state.pop(f"{classifier}.bias")
-    if spec.output == "sigmoid":
-        weight, bias = weight[1:] - weight[:1], bias[1:] - bias[:1]
-    converted = {f"net.backbone.{key}": value for key, value in state.items()}
-    converted.update({f"net.head.{head_key}.weight": weight, f"net.head.{head_key}.bias": bias})
-    converted.update({"mean": model.mean, "std": model.std})
-    return converted
-
-
 def _classifier_prefix(model: nn.Module) -> str:
     classifier = model.get_classifier()
     for name, module in model.named_modules():
@@ -79,22 +64,13 @@ def _classifier_prefix(model: nn.Module) -> str:
     raise ImgclsError(f"{type(model).__name__}: timm's classifier is not a named module")
 
 
-def _head_key(model: ImageClassifier) -> str:
-    linears = [name for name, module in model.net.head.named_children() if isinstance(module, nn.Linear)]
-    if len(linears) != 1:
-        raise ImgclsError("only a head of one linear layer has a timm equivalent")
-    return linears[0]
-
-
 def _head_linear(model: ImageClassifier) -> tuple[torch.Tensor, torch.Tensor]:
-    linear = getattr(model.net.head, _head_key(model))
+    linear = getattr(model.net.head, head_linear_name(model.net.head))
     return linear.weight.detach().clone(), linear.bias.detach().clone()
 
 
 @torch.no_grad()
 def _check_same_output(model: ImageClassifier, converted: nn.Module, spec: ModelSpec) -> None:
-    from imgcls.models.classifier import probabilities
-
     pixels = torch.randint(0, 256, (2, spec.channels, spec.image_size, spec.image_size)).float()
     ours = probabilities(model.eval().one_view(pixels), spec.output)
     normalised = (pixels - model.mean) / model.std

@@ -58,7 +58,7 @@ PAGE_POLICY = (  # the page runs its own inline script and shows blob:/data: ima
 @dataclass
 class ServeSettings:
     run: str
-    engine: str = "auto"  # auto | onnx | torch, as `imgcls predict --engine`
+    engine: str = "auto"  # auto | onnx | int8 | torch, as `imgcls predict --engine`
     max_upload_mb: float = 20.0
     max_batch: int | str = "auto"  # most images per model call; 1 turns batching off; auto: measured at start
     batch_window_ms: float = 3.0  # longest wait for requests still decoding to join a batch
