@@ -49,11 +49,12 @@ def train(data: str | Path | None = None, recipe: str | None = None, **settings:
     return train_run(data, recipe, **settings)
 
 
-def load(run: str | Path | Run) -> Classifier:
-    """The trained model of a run folder (or any folder with model.json + model.safetensors)."""
+def load(run: str | Path | Run, engine: str = "auto") -> Classifier:
+    """The trained model of a run folder, or of any folder with model.json + model.safetensors (an
+    `imgcls export --format hf` folder too). `engine`: auto, torch, onnx or int8, as `imgcls predict`'s."""
     from imgcls.inference import Classifier
 
-    return Classifier.load(run)
+    return Classifier.load(run, engine=engine)
 
 
 def check(data: str | Path | None = None, **options: Any) -> CheckResult:
