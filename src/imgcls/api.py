@@ -11,6 +11,9 @@ Three kinds of settings, one flat namespace (as fastai's and Keras' one-liners t
 
 `check` and `evaluate` are `imgcls data check` and `imgcls evaluate`: they return the dicts that
 `--json` prints, typed so that a notebook shows them as HTML (`imgcls.visual.notebook`).
+
+`lr` and `fine_tune_lr` take a number or "find": Lightning's learning-rate finder then picks the
+stage's rate before it trains (`imgcls.training.lr_find`), and the run records the number.
 """
 
 from __future__ import annotations
@@ -23,7 +26,16 @@ from imgcls.augment import Augment, parse_pairs
 from imgcls.data.labels import LabelOptions
 from imgcls.errors import ImgclsError
 from imgcls.progress import console_logging, is_rank_zero
-from imgcls.recipes import DEFAULT_RECIPE, SEED_AUGMENT, Recipe, get_recipe, with_backbone
+from imgcls.recipes import (
+    DEFAULT_RECIPE,
+    FIND_LR,
+    LR_FIELDS,
+    SEED_AUGMENT,
+    Recipe,
+    get_recipe,
+    parse_lr,
+    with_backbone,
+)
 from imgcls.run import Run, TrainOptions
 from imgcls.visual.notebook import CheckResult, EvaluationResult
 
@@ -150,7 +162,9 @@ def resolve(recipe: str | Recipe | None, settings: dict[str, Any]) -> tuple[Reci
     """The recipe and run options that `settings` ask for; `None` values mean "as the recipe says"."""
     settings = {k: v for k, v in settings.items() if v is not None}
     chosen = recipe if isinstance(recipe, Recipe) else get_recipe(recipe or DEFAULT_RECIPE)
-    options = _options({k: settings.pop(k) for k in list(settings) if k in OPTION_NAMES}, settings)
+    found_by_finder = _learning_rates(settings)
+    values = {k: settings.pop(k) for k in list(settings) if k in OPTION_NAMES}
+    options = _options({**values, "lr_find": (*values.get("lr_find", ()), *found_by_finder)}, settings)
     backbone = settings.pop("backbone", None)
     channels = settings.get("channels")
     if channels not in (None, 1, 3):
@@ -162,7 +176,25 @@ def resolve(recipe: str | Recipe | None, settings: dict[str, Any]) -> tuple[Reci
         if chosen.model != "transfer":
             raise ImgclsError(f"--backbone needs a transfer recipe; {chosen.name} trains {chosen.model}")
         chosen = with_backbone(chosen, backbone).override(image_size=fields.get("image_size"))
+    if "fine_tune_lr" in options.lr_find and not (chosen.model == "transfer" and chosen.fine_tune):
+        raise ImgclsError(
+            f"--fine-tune-lr find: {chosen.name} has no fine-tune stage here (a transfer recipe with --fine-tune)"
+        )
     return chosen, options
+
+
+def _learning_rates(settings: dict[str, Any]) -> tuple[str, ...]:
+    """The learning-rate fields given as "find", taken out of `settings`: the recipe keeps its value
+    as the finder's fallback. The other values given become checked numbers."""
+    found_by_finder = []
+    for name in LR_FIELDS.keys() & settings.keys():
+        value = parse_lr(name, settings[name])
+        if value == FIND_LR:
+            found_by_finder.append(name)
+            del settings[name]
+        else:
+            settings[name] = value
+    return tuple(sorted(found_by_finder))
 
 
 def _options(values: dict[str, Any], settings: dict[str, Any]) -> TrainOptions:

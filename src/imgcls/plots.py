@@ -94,3 +94,31 @@ def plot_roc(fpr: np.ndarray, tpr: np.ndarray, auc: float, positive: str, path: 
         figure.savefig(temporary, dpi=110, format="png")
     plt.close(figure)
     return path
+
+
+def plot_lr_find(
+    lrs: list[float], losses: list[float | None], chosen: float, suggested: bool, path: Path, title: str
+) -> Path:
+    """The learning-rate finder's smoothed loss against the learning rate (log scale), with the rate
+    chosen marked: Lightning's suggestion as a dot on the curve, else the recipe's rate kept as a line."""
+    figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    losses_shown = [loss if loss is not None and np.isfinite(loss) else np.nan for loss in losses]
+    axis.plot(lrs, losses_shown, label="Smoothed training loss")
+    if suggested and lrs:
+        nearest = int(np.argmin(np.abs(np.log(np.asarray(lrs)) - np.log(chosen))))
+        axis.plot(
+            lrs[nearest], losses_shown[nearest], "o", color="red", markersize=8, label=f"Suggested lr {chosen:.2e}"
+        )
+    else:
+        axis.axvline(chosen, color="grey", linestyle="--", label=f"Recipe's lr {chosen:.2e} (no suggestion)")
+    axis.set_xscale("log")
+    axis.set_xlabel("Learning rate")
+    axis.set_ylabel("Loss")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="upper left")
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
+    plt.close(figure)
+    return path

@@ -7,7 +7,10 @@ runs them, and CLI options override single fields (`Recipe.override`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +78,8 @@ class Recipe:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ImgclsError(f"unknown recipe field(s): {', '.join(sorted(unknown))}")
+        for name in LR_FIELDS.keys() & changes.keys():
+            changes[name] = _number_lr(name, changes[name])
         if isinstance(changes.get("augment"), dict):  # e.g. from JSON: {"horizontal_flip": true}
             changes["augment"] = Augment.from_dict(changes["augment"])
         return dataclasses.replace(self, **changes)
@@ -91,6 +96,35 @@ class Recipe:
         for key in ("mean", "std"):
             values[key] = tuple(values[key])
         return cls(**values)
+
+
+LR_FIELDS = {"lr": "--lr", "fine_tune_lr": "--fine-tune-lr"}  # learning-rate fields and their options
+FIND_LR = "find"  # instead of a number: Lightning's learning-rate finder picks it (imgcls.training.lr_find)
+
+
+def parse_lr(name: str, value: Any) -> float | str:
+    """A learning rate as `--lr`/`lr=` take it: a number (or its text) of at least 0, or "find"."""
+    if isinstance(value, str) and value.strip().lower() == FIND_LR:
+        return FIND_LR
+    return _number_lr(name, value)
+
+
+def _number_lr(name: str, value: Any) -> float:
+    """A recipe holds numbers only: "find" is resolved by training before the field is set."""
+    number = None
+    if isinstance(value, str) and value.strip().lower() == FIND_LR:
+        raise ImgclsError(f"{name}={FIND_LR!r} is for training (imgcls.train, imgcls train): a recipe holds a number")
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)
+    if number is None or not math.isfinite(number) or number < 0:  # 0 freezes the weights: a test's tool
+        raise ImgclsError(
+            f"{LR_FIELDS[name]} {value!r}: use a number (e.g. 3e-3) or {FIND_LR!r} "
+            "(Lightning's learning-rate finder picks it)"
+        )
+    return number
 
 
 def with_backbone(recipe: Recipe, backbone: str) -> Recipe:

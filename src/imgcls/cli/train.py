@@ -25,6 +25,11 @@ def _opt(help_text: str, panel: str, *names: str):
     return typer.Option(*names, help=help_text, rich_help_panel=panel)
 
 
+def _lr_option(help_text: str, panel: str):
+    """A number, or "find" (checked by `imgcls.recipes.parse_lr`, the same for `imgcls.train`)."""
+    return typer.Option(help=help_text, rich_help_panel=panel, metavar="LR|find")
+
+
 @app.command()
 def train(
     data: Annotated[
@@ -41,7 +46,9 @@ def train(
     image_size: Annotated[int | None, _opt("Square input size in pixels", RECIPE)] = None,
     channels: Annotated[int | None, _opt("Input channels: 1 = grayscale, 3 = RGB", RECIPE)] = None,
     batch_size: Annotated[int | None, _opt("Images per step", RECIPE)] = None,
-    lr: Annotated[float | None, _opt("Peak learning rate", RECIPE)] = None,
+    lr: Annotated[
+        str | None, _lr_option("Peak learning rate, or 'find': Lightning's learning-rate finder picks it", RECIPE)
+    ] = None,
     early_stopping: Annotated[int | None, _opt("Patience in epochs on --monitor (0 = off)", RECIPE)] = None,
     monitor: Annotated[str | None, _opt("Epoch kept: val_loss (lowest) or val_accuracy (highest)", RECIPE)] = None,
     class_weights: Annotated[str | None, _opt("'auto': weigh classes by inverse frequency", RECIPE)] = None,
@@ -67,7 +74,9 @@ def train(
         str | None, _opt("'last:N' blocks, a layer name (e.g. mixed6: unfreeze what follows), 'all'", TRANSFER)
     ] = None,
     fine_tune_epochs: Annotated[int | None, _opt("Epochs of stage 2", TRANSFER)] = None,
-    fine_tune_lr: Annotated[float | None, _opt("Learning rate of stage 2", TRANSFER)] = None,
+    fine_tune_lr: Annotated[
+        str | None, _lr_option("Learning rate of stage 2, or 'find' (the learning-rate finder)", TRANSFER)
+    ] = None,
     fine_tune_image_size: Annotated[
         int | None, _opt("Input size of stage 2 and of the model it keeps (progressive resizing)", TRANSFER)
     ] = None,

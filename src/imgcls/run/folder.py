@@ -10,6 +10,7 @@ the only module that names its files (the contract is docs/run-folder.md):
     history.csv            one row per epoch and stage (run.history)
     metrics.json           held-out metrics of the model kept
     curves.png, confusion_matrix.png, skipped_files.txt
+    lr_find-<stage>.png/json the learning-rate finder's curve and points (--lr find; lr_find.* for stage train)
     checkpoints/           best/last/interrupted.ckpt (whole network), head-best.ckpt and
                            fine-tune-{best,last,interrupted}.ckpt (transfer)
 
@@ -58,6 +59,7 @@ CONFUSION = "confusion_matrix.png"
 CHECKPOINTS = "checkpoints"
 RAY = "ray"  # Ray Train's own run state (engine ray)
 LOGS = "logs"  # experiment trackers' files (--logger)
+LR_FIND = "lr_find"  # the learning-rate finder's curve and points (--lr find)
 REPORT = "report.html"
 ONNX = "model.onnx"
 OUTPUT_DIRS = ("explain", "activations")
@@ -362,6 +364,16 @@ class Run:
     @property
     def metrics_path(self) -> Path:
         return self.path / METRICS
+
+    def lr_find_path(self, stage: str, kind: str) -> Path:
+        """The learning-rate finder's files (`--lr find`): `lr_find.png`/`.json` (the curve, its points)
+        for whole-network training, `lr_find-<stage>.png`/`.json` else; "scratch": the hidden folder of
+        the finder's temporary checkpoint, removed when it ends."""
+        name = LR_FIND if stage == "train" else f"{LR_FIND}-{stage}"
+        suffixes = {"plot": ".png", "points": ".json", "scratch": ".tmp"}
+        if kind not in suffixes:
+            raise ValueError(f"unknown learning-rate finder file {kind!r}; one of {tuple(suffixes)}")
+        return self.path / f"{'.' if kind == 'scratch' else ''}{name}{suffixes[kind]}"
 
     @property
     def logs_dir(self) -> Path:

@@ -28,6 +28,7 @@ class TrainOptions:
     address: str | None = None  # Ray cluster to join (engine ray); None starts a local one
     logger: tuple[str, ...] = ()  # experiment trackers: csv, tensorboard, mlflow (imgcls.training.loggers)
     class_weights: str | None = None  # "auto": inverse class frequency
+    lr_find: tuple[str, ...] = ()  # recipe fields (lr, fine_tune_lr) the learning-rate finder picks (--lr find)
     data_dir: Path | None = None  # where to look for a built-in dataset
     labels: LabelOptions | None = None  # file names or a CSV instead of class folders
     progress: bool = True
@@ -41,6 +42,25 @@ class TrainOptions:
             raise ImgclsError(f"--workers {self.workers}: give at least 1")
         if self.workers > 1 and self.engine != "ray":
             raise ImgclsError("--workers is for --engine ray; on one machine use --devices N")
+        self._check_lr_find()
+
+    def _check_lr_find(self) -> None:
+        """Fields the finder can pick; not under Ray Train, which starts every worker at once, so that
+        no process could search before the others train."""
+        self.lr_find = tuple(self.lr_find or ())
+        if not self.lr_find:
+            return
+        from imgcls.recipes import LR_FIELDS  # here: reading a run's options imports no torch
+
+        unknown = [name for name in self.lr_find if name not in LR_FIELDS]
+        if unknown:
+            raise ImgclsError(f"lr_find {unknown}: the learning-rate finder picks {' or '.join(LR_FIELDS)}")
+        if self.engine == "ray":
+            options = " and ".join(f"{LR_FIELDS[name]} find" for name in self.lr_find)
+            raise ImgclsError(
+                f"{options} is not supported with --engine ray (every Ray worker starts at once): "
+                "give a number, e.g. one that a run with --engine local picked (its config.yaml records it)"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         """What config.yaml keeps: everything but how this process runs."""
@@ -48,6 +68,7 @@ class TrainOptions:
         values["labels"] = self.labels.as_dict() if self.labels else None
         values["data_dir"] = None if self.data_dir is None else str(self.data_dir)
         values["logger"] = list(self.logger)
+        values["lr_find"] = list(self.lr_find)
         return values
 
     @classmethod

@@ -12,6 +12,7 @@ from imgcls.files import display_path
 from imgcls.models.classifier import predict_probabilities
 from imgcls.progress import is_rank_zero
 from imgcls.recipes import model_spec
+from imgcls.training.lr_find import choose_lr
 from imgcls.training.module import ClassifierModule
 from imgcls.training.steps import (
     Job,
@@ -49,6 +50,7 @@ def fit_plain(job: Job, resume: bool) -> None:
     log.info(
         "training %s on %s photos at %d px for %d epochs", recipe.model, f"{photos:,}", recipe.image_size, recipe.epochs
     )
+    choose_lr(job, module, loaders[0], STAGE)  # --lr find
     trainer = make_trainer(job, STAGE, recipe.epochs)
     run_trainer(job, trainer, module, loaders, STAGE, checkpoint)
     try:

@@ -189,9 +189,14 @@ def run_trainer(job: Job, trainer: L.Trainer, module, loaders: tuple, stage: str
         if not trainer.interrupted:
             raise
     if trainer.interrupted:
-        if not job.run.has_checkpoints():  # nothing saved: the run folder goes (see driver.train)
-            raise ImgclsError("training interrupted before its first checkpoint; run the same command again")
-        raise ImgclsError(f"training interrupted; continue it with: imgcls train --resume {job.run}")
+        raise interruption_error(job)
+
+
+def interruption_error(job: Job) -> ImgclsError:
+    """What to do after Ctrl-C: resume from the run's checkpoints, or, with none, start again."""
+    if not job.run.has_checkpoints():  # nothing saved: the run folder goes (see driver.train)
+        return ImgclsError("training interrupted before its first checkpoint; run the same command again")
+    return ImgclsError(f"training interrupted; continue it with: imgcls train --resume {job.run}")
 
 
 def load_best(module: ClassifierModule, checkpoint: Path) -> int | None:

@@ -27,6 +27,7 @@ from imgcls.models.transfer import feature_shape
 from imgcls.progress import is_rank_zero
 from imgcls.recipes import model_spec
 from imgcls.training.callbacks import BestWeightsInMemory, is_better
+from imgcls.training.lr_find import choose_lr
 from imgcls.training.module import ClassifierModule
 from imgcls.training.steps import (
     Job,
@@ -146,6 +147,7 @@ def _train_head(job: Job, module: ClassifierModule, features: dict[str, FeatureS
         seed=options.seed,
     )
     val_loader = make_loader(val.features[:, 0], val.labels, 512, shuffle=False)
+    choose_lr(job, module, train_loader, "head", max_epochs=None)  # --lr find: 100 steps cost a second here
     log.info("stage 1: training the head on cached features for %d epochs", recipe.epochs)
     trainer = make_trainer(job, "head", recipe.epochs, checkpoint_files=False, single_process=True)
     run_trainer(job, trainer, module, (train_loader, val_loader), "head", None)
@@ -186,6 +188,7 @@ def _fine_tune(job: Job, module: ClassifierModule, head_score, head_epoch, check
     module.stage = "fine-tune"
     loaders = image_loaders(decoded, tuned, options.seed)
     module.hparams.steps_per_epoch = len(loaders[0])
+    choose_lr(job, module, loaders[0], "fine-tune")  # --fine-tune-lr find
     trainer = make_trainer(job, "fine-tune", recipe.fine_tune_epochs)
     run_trainer(job, trainer, module, loaders, "fine-tune", checkpoint)
     try:
