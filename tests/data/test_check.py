@@ -82,7 +82,7 @@ BALANCED = {"train": {"cat": 4, "dog": 4}, "val": {"cat": 2, "dog": 2}}
 
 def test_distinct_images_give_a_clean_report(tmp_path: Path) -> None:
     root = _tree(tmp_path / "data", BALANCED)
-    _save(root / "train" / "dog" / "wide.png", _picture(100, (160, 40)))  # one PNG of another size
+    _save(root / "train" / "dog" / "wide.png", _picture(100, (150, 64)))  # one PNG of another size (not odd: 2.3:1)
     report = check_dataset(root)
 
     assert report["ok"] is True
@@ -95,8 +95,8 @@ def test_distinct_images_give_a_clean_report(tmp_path: Path) -> None:
     assert report["splits"]["val"] == {"counts": {"cat": 2, "dog": 2}, "n_images": 4}
     assert report["formats"] == {"JPEG": 12, "PNG": 1}
     sizes = report["sizes"]
-    assert sizes["width"] == {"min": 96, "median": 96, "max": 160}
-    assert sizes["height"] == {"min": 40, "median": 72, "max": 72}
+    assert sizes["width"] == {"min": 96, "median": 96, "max": 150}
+    assert sizes["height"] == {"min": 64, "median": 72, "max": 72}
     on_disk = sorted(p.stat().st_size for p in root.rglob("*.*"))
     assert sizes["bytes"]["min"] == on_disk[0] and sizes["bytes"]["max"] == on_disk[-1]
     assert sizes["bytes"]["total"] == sum(on_disk)

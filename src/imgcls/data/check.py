@@ -9,6 +9,9 @@ decoded pixels also give a 256-bit difference hash (dHash) for near-duplicates:
   as do unreadable files.
 - near-duplicates: dHash Hamming distance <= `near_threshold` (re-encoded, resized, recompressed
   copies). They are reported as warnings, because a perceptual hash can only suggest.
+- image quality (near-blank, dark, bright, blurry, tiny, odd aspect ratio, grayscale among colour,
+  and with backbone features far from their class): warnings too, from statistics of the same
+  decoded pixels; the checks and their thresholds are explained in `imgcls.data.quality`.
 
 The threshold and the hashing are explained in `imgcls.data.hashing`.
 """
@@ -24,6 +27,7 @@ import numpy as np
 from imgcls.data.discover import Dataset, discover
 from imgcls.data.hashing import HASH_BITS, NEAR_THRESHOLD, Inspected, inspect_files, near_pairs
 from imgcls.data.labels import LabelOptions
+from imgcls.data.quality import FeatureSource, QualityThresholds, outlier_scores, quality_findings
 from imgcls.files import display_path, shown_path
 
 IMBALANCE_LIMIT = 1.5  # largest/smallest train class above this is flagged
@@ -39,12 +43,16 @@ def check_dataset(
     workers: int | None = None,
     near_limit: int | None = None,
     labels: LabelOptions | None = None,
+    quality: QualityThresholds | None = None,
+    features: FeatureSource | None = None,
 ) -> dict:
     """Inspect every image of DATA and return a JSON-serialisable report (see module docstring).
 
     `near_limit`: skip the all-pairs near-duplicate search above this many images (it grows with
     the square of the count: minutes for MNIST's 70,000); a note says so. DATA may be a `Dataset`
-    already discovered (a run's own split): exactly its files are checked."""
+    already discovered (a run's own split): exactly its files are checked. `quality`: the
+    thresholds of the image-quality checks; `features`: backbone features of the readable files
+    for the outlier check (computed by a higher layer; None: not searched, a note says so)."""
     started = time.perf_counter()
     if isinstance(data, Dataset):
         dataset = data
@@ -88,8 +96,11 @@ def check_dataset(
         near, near_total = _near_duplicates(files, results, near_threshold)
     report["near_duplicates"] = near
     report["near_duplicates_total"] = near_total
+    report["quality"] = _quality(files, paths, results, quality or QualityThresholds(), features)
     report["imbalance"] = _imbalance(report["splits"].get("train", {}).get("counts", {}))
     report["notes"] = _notes(dataset.source, dataset.splits, val_split, seed) + list(dataset.notes)
+    if not report["quality"]["outliers_searched"]:
+        report["notes"].append("outliers in feature space not searched: `imgcls data check --outliers` computes them")
     report["errors"], warned = _problems(report)
     report["problems"] = report["errors"] + warned
     report["ok"] = not report["errors"]
@@ -162,6 +173,33 @@ def _near_duplicates(files: list[dict], results: list[Inspected], threshold: int
         )
     pairs.sort(key=lambda p: (not p["cross_split"], p["distance"], p["files"][0]["path"]))
     return pairs[:MAX_NEAR_PAIRS], total
+
+
+def _quality(
+    files: list[dict],
+    paths: list[Path],
+    results: list[Inspected],
+    thresholds: QualityThresholds,
+    features: FeatureSource | None,
+) -> dict:
+    stats = [r.quality if r.reason is None else None for r in results]
+    sizes = [(r.width, r.height) if r.reason is None else None for r in results]
+    outliers = _outliers(files, paths, results, features) if features is not None else None
+    return quality_findings(files, stats, sizes, thresholds, outliers)
+
+
+def _outliers(
+    files: list[dict], paths: list[Path], results: list[Inspected], features: FeatureSource
+) -> tuple[np.ndarray, str]:
+    """Outlier z-scores aligned with `files`: NaN where no features came back (unreadable files)."""
+    found = features([path for path, r in zip(paths, results, strict=True) if r.reason is None])
+    scores = np.full(len(files), np.nan)
+    if found.paths:
+        index = {path: i for i, path in enumerate(paths)}
+        rows = [index[path] for path in found.paths]
+        classes = np.array([files[i]["class"] for i in rows])
+        scores[rows] = outlier_scores(found.pooled(), classes)
+    return scores, found.described
 
 
 def _closest(found_i: list, found_j: list, found_d: list) -> tuple[list, list, list]:
@@ -255,6 +293,9 @@ def _problems(report: dict) -> tuple[list[str], list[str]]:
             f"class imbalance: {imbalance['largest']}/{imbalance['smallest']} = {ratio} in train "
             f"(> {IMBALANCE_LIMIT:g}); consider --class-weights auto"
         )
+    for check in report["quality"]["checks"].values():
+        if check["count"]:
+            warnings.append(f"image quality: {check['count']} {check['label']}: {check['rule']}")
     return errors, warnings
 
 
@@ -337,6 +378,8 @@ def print_check(report: dict, console) -> None:
         console.print(table)
         _more(console, report["near_duplicates_total"])
 
+    _print_quality(report["quality"], console)
+
     errors = set(report.get("errors", []))
     if report["problems"]:
         console.print(Text("Problems", style="bold"))
@@ -367,6 +410,34 @@ def print_check(report: dict, console) -> None:
                 f": {', '.join(name for name, bad in failed if bad)} ({report['n_images']} images checked{seconds})",
             )
         )
+
+
+_QUALITY_SHOWN = 5  # files per quality check; --json has all
+
+
+def _print_quality(quality: dict, console) -> None:
+    """One row per check: its threshold (and the name that changes it), how many images it flags, the first ones."""
+    from rich.table import Table
+    from rich.text import Text
+
+    title = "Image quality (warnings; change a threshold with --quality NAME=VALUE)"
+    table = Table(title=title, title_justify="left", title_style="bold")
+    table.add_column("check")
+    table.add_column("flagged when")
+    table.add_column("images", justify="right")
+    table.add_column("files (split, class): why")
+    thresholds = quality["thresholds"]
+    for name, check in quality["checks"].items():
+        searched = name != "outliers" or quality["outliers_searched"]
+        settings = ", ".join(f"{option}={thresholds[option]:g}" for option in check["options"])
+        rule = Text.assemble(check["rule"], "\n", (settings, "dim"))
+        count = Text(str(check["count"]) if searched else "-", style="yellow" if check["count"] else "")
+        shown = check["files"][:_QUALITY_SHOWN]
+        lines = [f"{f['path']} ({f['split']}, {f['class']}): {f['why']}" for f in shown]
+        if check["count"] > len(shown):
+            lines.append(f"... and {check['count'] - len(shown)} more (--json lists all)")
+        table.add_row(check["label"], rule, count, Text("\n".join(lines)))
+    console.print(table)
 
 
 def _file_lines(files: list[dict]):

@@ -1,9 +1,11 @@
-"""One read of each image file: its sha256, size, format and a 256-bit difference hash (dHash).
+"""One read of each image file: its sha256, size, format, a 256-bit difference hash (dHash) and
+the statistics of the image-quality checks (`imgcls.data.quality`).
 
-`data check` (duplicates, leakage, unreadable files) and `data split` (keeping copies and near
-copies in one split) both stand on these facts. Every file is read once, in a thread pool: the same
-bytes give the sha256 and are fully decoded by `load_image`, exactly as training decodes them, so
-truncated files are caught. Results of readable files are cached under path + size + mtime.
+`data check` (duplicates, leakage, unreadable files, image quality) and `data split` (keeping
+copies and near copies in one split) both stand on these facts. Every file is read once, in a thread
+pool: the same bytes give the sha256 and are fully decoded by `load_image`, exactly as training
+decodes them, so truncated files are caught. Results of readable files are cached under path + size
++ mtime.
 
 The near-duplicate threshold (24 of 256 bits) was chosen on the 3000 real photos of the shared
 cats_vs_dogs set: the one known duplicate photo (train/dog/dog.74.jpg vs dog.180.jpg) is at
@@ -29,6 +31,7 @@ from PIL import Image
 from imgcls.data.cache import ArrayStore, cache_key
 from imgcls.data.decode import MAX_PIXELS, BadImageError, load_image, open_regular
 from imgcls.data.download import cache_dir
+from imgcls.data.quality import N_STATS, ImageStats, measure
 
 HASH_SIZE = 16  # dHash on a 17x16 grayscale thumbnail: 16*16 = 256 bits
 HASH_BITS = HASH_SIZE * HASH_SIZE
@@ -46,6 +49,7 @@ class Inspected:
     width: int | None = None
     height: int | None = None
     dhash: np.ndarray | None = None  # (HASH_BITS // 64,) uint64
+    quality: ImageStats | None = None
     reason: str | None = None  # set when the file cannot be used
 
 
@@ -54,7 +58,7 @@ class _CheckCacheTag:
 
     @staticmethod
     def tag() -> str:
-        return f"check-v1-dhash{HASH_BITS}"
+        return f"check-v2-dhash{HASH_BITS}-quality{N_STATS}"
 
 
 def inspect_files(paths: list[Path], workers: int | None = None) -> list[Inspected]:
@@ -82,27 +86,40 @@ def inspect_files(paths: list[Path], workers: int | None = None) -> list[Inspect
 
 
 _RETRY = "\0retry"
+_HEADER_WORDS = 8  # nbytes, width, height, format (8 bytes), sha256 (4 words)
+_RECORD_WORDS = _HEADER_WORDS + HASH_BITS // 64 + N_STATS  # uint64 words; the statistics as float64 bits
 
 
 def _inspect_cached(path: Path, store: ArrayStore) -> Inspected:
     key = cache_key(path, _CheckCacheTag) if os.access(path, os.R_OK) else None
     record = store.load(key) if key else None
-    if record is not None and record.dtype == np.uint64 and record.shape == (8 + HASH_BITS // 64,):
-        return Inspected(
-            nbytes=int(record[0]),
-            width=int(record[1]),
-            height=int(record[2]),
-            format=record[3:4].tobytes().rstrip(b"\0").decode("ascii") or None,
-            sha256=record[4:8].tobytes().hex(),
-            dhash=record[8:].copy(),
-        )
+    if record is not None and record.dtype == np.uint64 and record.shape == (_RECORD_WORDS,):
+        return _from_record(record)
     result = _inspect(path)
     if key and result.reason is None:  # failures are re-examined every time (permissions change no mtime)
-        fmt = (result.format or "").encode("ascii", "replace")[:8].ljust(8, b"\0")
-        header = np.array([result.nbytes, result.width, result.height], dtype=np.uint64)
-        words = [header, np.frombuffer(fmt, np.uint64), np.frombuffer(bytes.fromhex(result.sha256), np.uint64)]
-        store.store(key, np.concatenate([*words, result.dhash.astype(np.uint64)]))
+        store.store(key, _to_record(result))
     return result
+
+
+def _to_record(result: Inspected) -> np.ndarray:
+    fmt = (result.format or "").encode("ascii", "replace")[:8].ljust(8, b"\0")
+    header = np.array([result.nbytes, result.width, result.height], dtype=np.uint64)
+    words = [header, np.frombuffer(fmt, np.uint64), np.frombuffer(bytes.fromhex(result.sha256), np.uint64)]
+    words += [result.dhash.astype(np.uint64), result.quality.as_array().view(np.uint64)]
+    return np.concatenate(words)
+
+
+def _from_record(record: np.ndarray) -> Inspected:
+    hash_end = _HEADER_WORDS + HASH_BITS // 64
+    return Inspected(
+        nbytes=int(record[0]),
+        width=int(record[1]),
+        height=int(record[2]),
+        format=record[3:4].tobytes().rstrip(b"\0").decode("ascii") or None,
+        sha256=record[4:8].tobytes().hex(),
+        dhash=record[_HEADER_WORDS:hash_end].copy(),
+        quality=ImageStats.from_array(record[hash_end:].view(np.float64)),
+    )
 
 
 def _inspect(path: Path) -> Inspected:
@@ -124,6 +141,7 @@ def _inspect(path: Path) -> Inspected:
                 raise BadImageError(path, "too large")  # load_image(path) refuses it before decoding
             result.format = img.format
             gray = load_image(img, channels=1)[:, :, 0]  # full decode, EXIF orientation applied
+            result.quality = measure(gray, img)  # statistics of the same pixels, on small copies
     except Exception:  # noqa: BLE001 - any failure: the path-based load_image gives the canonical reason
         result.reason = _RETRY
         return result

@@ -2,7 +2,7 @@
 
 Sections: headline numbers, per-class metrics, confusion matrix, ROC, training curves, the most
 confident mistakes, Grad-CAM on a few of them, likely mislabelled images (suspects), the data
-(counts, skipped files, duplicates and leakage from `data check`) and config.yaml.
+(counts, skipped files, duplicates, leakage and image quality from `data check`) and config.yaml.
 
 Every picture is embedded as a base64 data URI, so the file opens from disk, can be mailed or
 attached to a ticket, and needs no server. Every string that comes from the user's files (class
@@ -294,17 +294,34 @@ def _suspects_are_cheap(run: Run) -> bool:
 
 
 def _check(run: Run) -> dict:
-    """`data check` on exactly the files the run trained on (whatever labelled them)."""
+    """`data check` on exactly the files the run trained on (whatever labelled them); with the outlier
+    check when the run's frozen backbone has their features cached already."""
     from imgcls.data.check import check_dataset
 
     dataset = run.dataset
     if not dataset.root.is_dir():
         _skip(f"data folder {display_path(dataset.root)} not found")
     split_by = {"val_split": run.recipe.val_split, "seed": run.options.seed} if "recipe" in run.config else {}
-    report = check_dataset(dataset, near_limit=NEAR_DUPLICATE_LIMIT, **split_by)
+    features = _cached_features(run) if _suspects_are_cheap(run) else None
+    report = check_dataset(dataset, near_limit=NEAR_DUPLICATE_LIMIT, features=features, **split_by)
     leaks = [d for d in report["exact_duplicates"] if d.get("cross_split")]
     conflicts = [d for d in report["exact_duplicates"] if d.get("label_conflict")]
     return {"report": report, "leaks": leaks, "conflicts": conflicts}
+
+
+def _cached_features(run: Run):
+    """The outlier check's features from the run's frozen backbone (training cached them)."""
+
+    def features(paths: list[Path]):
+        from imgcls.data.quality import Features
+        from imgcls.suspects import feature_extractor
+
+        extractor, described = feature_extractor(run)
+        found = extractor.extract(paths, [0] * len(paths))
+        vectors = found.features[:, 0].numpy() if len(found.paths) else found.features.numpy()
+        return Features(found.paths, vectors, described)
+
+    return features
 
 
 # --------------------------------------------------------------------------- pictures
