@@ -16,7 +16,6 @@ from imgcls.data.decode import load_image
 from imgcls.engine import OnnxModule
 from imgcls.errors import ImgclsError
 from imgcls.export import export_onnx
-from imgcls.modelfile import INT8_ONNX_FILE
 from imgcls.models.classifier import ModelSpec, predict_probabilities
 from imgcls.predict import Prediction, iter_files, predict_stream
 from imgcls.run import Run
@@ -50,7 +49,7 @@ class Classifier:
     def engine(self) -> str:
         if self.onnx is None:
             return "torch"
-        return "int8" if self.onnx.path.name == INT8_ONNX_FILE else "onnx"
+        return "int8" if self.onnx.path.name.endswith(".int8.onnx") else "onnx"
 
     @property
     def classes(self) -> list[str]:
@@ -93,7 +92,7 @@ def expand_paths(patterns: Iterable[str | Path]) -> list[Path]:
 
 
 def _int8_module(run: Run) -> OnnxModule:
-    path = run.onnx_path.with_name(INT8_ONNX_FILE)
+    path = run.int8_onnx_path
     make = f"run `imgcls export {run} --quantize int8` first (or use --engine onnx)"
     if not path.is_file():
         raise ImgclsError(f"{path}: missing; {make}")

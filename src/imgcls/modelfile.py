@@ -6,7 +6,6 @@ from pathlib import Path
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"  # tensors only
 SPEC_FILE = "model.json"  # everything else: architecture, classes, preprocessing (models.classifier.ModelSpec)
-INT8_ONNX_FILE = "model.int8.onnx"  # `imgcls export --quantize int8`, beside model.onnx (imgcls.export.quantize)
 
 
 def sidecar_path(onnx_path: Path) -> Path:

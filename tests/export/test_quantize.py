@@ -17,7 +17,7 @@ from imgcls.cli import app
 from imgcls.engine import OnnxModule
 from imgcls.errors import ImgclsError
 from imgcls.export import quantize
-from imgcls.export.quantize import int8_path, quantize_run
+from imgcls.export.quantize import quantize_run
 from imgcls.run import Run
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ def run(tiny_runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
 
 def test_kept_int8_model_is_quantized_and_predicts_like_float32(run: Run) -> None:
     result = quantize_run(run, force=True)
-    assert result.kept and result.path == int8_path(run) and result.path.is_file()
+    assert result.kept and result.path == run.int8_onnx_path and result.path.is_file()
     assert result.calibration_images == 16 and result.validation_images == 8  # the run's 8+8 / 4+4 photos
     assert 0 <= result.int8_accuracy <= 1 and result.fp32_images_per_s > 0 and result.int8_images_per_s > 0
     ops = {node.op_type for node in onnx.load(str(result.path)).graph.node}
@@ -51,7 +51,7 @@ def test_kept_int8_model_is_quantized_and_predicts_like_float32(run: Run) -> Non
 def test_refuses_when_int8_is_not_faster_and_keeps_float32(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(quantize.QUANTIZE, "min_speedup", 1000.0)  # no CPU makes int8 1000x faster
     result = quantize_run(run)
-    assert not result.kept and result.path is None and not int8_path(run).exists()
+    assert not result.kept and result.path is None and not run.int8_onnx_path.exists()
     assert "kept float32 only" in result.reason and "as fast as float32 on this CPU" in result.reason
     assert run.onnx_path.is_file()
 
@@ -65,7 +65,7 @@ def test_refuses_when_int8_loses_accuracy(run: Run, monkeypatch: pytest.MonkeyPa
 def test_cli_prints_both_models_and_predict_uses_int8(run: Run, tiny_runs) -> None:
     result = runner.invoke(app, ["export", str(run), "--quantize", "int8", "--calibration", "8", "--force"])
     assert result.exit_code == 0, result.output
-    assert "float32" in result.output and "int8" in result.output and str(int8_path(run)) in result.output
+    assert "float32" in result.output and "int8" in result.output and str(run.int8_onnx_path) in result.output
     photos = tiny_runs.data / "val"
     int8 = runner.invoke(app, ["predict", str(run), str(photos), "--engine", "int8", "--format", "json"])
     fp32 = runner.invoke(app, ["predict", str(run), str(photos), "--engine", "onnx", "--format", "json"])

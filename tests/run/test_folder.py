@@ -93,6 +93,7 @@ RUN_FILES = {
     run_folder.CHECKPOINTS,
     run_folder.REPORT,
     run_folder.ONNX,
+    run_folder.INT8_ONNX,
     "best.ckpt",
     "last.ckpt",
     "head-best.ckpt",

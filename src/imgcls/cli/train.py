@@ -63,7 +63,9 @@ def train(
     backbone: Annotated[
         str | None, _opt("efficientnet_lite0, timm/NAME, torchvision/NAME, keras/NAME", TRANSFER)
     ] = None,
-    weights: Annotated[str | None, _opt("'imagenet' or a .pth/.pt/.safetensors/.h5 file", TRANSFER)] = None,
+    weights: Annotated[
+        str | None, _opt("'imagenet' or a .pth/.pt/.safetensors/.h5/.weights.h5/.keras file", TRANSFER)
+    ] = None,
     views: Annotated[
         int | None, _opt("Cached feature views per training image (1 plain + augmented)", TRANSFER)
     ] = None,

@@ -219,7 +219,7 @@ def measure_speed(run: Run, spec: ModelSpec) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as scratch:
         path = run.onnx_path
         if not path.is_file() or run.onnx_is_stale:
-            path = export_onnx(run, Path(scratch) / "model.onnx")
+            path = export_onnx(run, Path(scratch) / run.onnx_path.name)
         session = OnnxModule(path)
         rng = np.random.default_rng(0)
         shape = (spec.channels, spec.image_size, spec.image_size)

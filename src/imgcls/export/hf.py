@@ -33,13 +33,12 @@ from imgcls.run import Run
 
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
-HF_DEFAULT_DIR = "hf"  # RUN/hf when no --out is given
 
 
 def export_hf(run: Run | Path | str, out: Path | None = None, license: str = "apache-2.0") -> Path:
     """Write the Hugging Face folder (default `RUN/hf`); returns it. See the module docstring."""
     run = Run.open(run)
-    out = Path(out) if out is not None else run.path / HF_DEFAULT_DIR
+    out = Path(out) if out is not None else run.hf_dir
     run_id = export_id(run)
     _refuse_unrelated(out, run_id)
     model, spec = run.load_model()

@@ -29,7 +29,7 @@ import numpy as np
 
 from imgcls.errors import ImgclsError
 from imgcls.files import atomic_path, atomic_write_text, display_path
-from imgcls.modelfile import INT8_ONNX_FILE, sidecar_path
+from imgcls.modelfile import sidecar_path
 from imgcls.run import Run
 
 QUANTIZE = {
@@ -68,10 +68,6 @@ class Quantized:
     def as_dict(self) -> dict:
         values = asdict(self) | {"accuracy_loss": self.accuracy_loss, "speedup": self.speedup}
         return values | {"path": str(self.path) if self.path else None}
-
-
-def int8_path(run: Run) -> Path:
-    return run.onnx_path.with_name(INT8_ONNX_FILE)
 
 
 def quantize_run(run: Run | Path | str, calibration: int | None = None, force: bool = False) -> Quantized:
@@ -242,7 +238,7 @@ def _decide(result: Quantized, settings: dict, force: bool) -> Quantized:
 
 def _keep(run: Run, fp32: Path, candidate: Path, result: Quantized) -> Path:
     """RUN/model.int8.onnx and its sidecar: the float model's description plus the measurements."""
-    target = int8_path(run)
+    target = run.int8_onnx_path
     description = json.loads(sidecar_path(fp32).read_text())
     description["quantization"] = {k: v for k, v in result.as_dict().items() if k not in ("path", "kept")}
     description["quantization"]["settings"] = "imgcls.export.quantize.QUANTIZE"

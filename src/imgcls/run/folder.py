@@ -62,6 +62,8 @@ LOGS = "logs"  # experiment trackers' files (--logger)
 LR_FIND = "lr_find"  # the learning-rate finder's curve and points (--lr find)
 REPORT = "report.html"
 ONNX = "model.onnx"
+INT8_ONNX = "model.int8.onnx"  # imgcls export --quantize int8
+HF = "hf"  # imgcls export --format hf, unless --out says elsewhere
 OUTPUT_DIRS = ("explain", "activations")
 CHECKPOINT_KINDS = ("best", "last", "interrupted")
 RESUMABLE_KINDS = ("last", "interrupted")
@@ -324,6 +326,14 @@ class Run:
     @property
     def onnx_path(self) -> Path:
         return self.path / ONNX
+
+    @property
+    def int8_onnx_path(self) -> Path:
+        return self.path / INT8_ONNX
+
+    @property
+    def hf_dir(self) -> Path:
+        return self.path / HF
 
     @property
     def weights_path(self) -> Path:
