@@ -92,13 +92,21 @@ def check(
     label_from: str = "folder",
     label_pattern: str | None = None,
     labels: Path | str | None = None,
+    quality: dict[str, float] | None = None,
 ) -> CheckResult:
-    """`imgcls data check DATA`: counts, formats, sizes, unreadable files, duplicates, leakage and
-    imbalance; `result.ok` is false when something must be fixed."""
+    """`imgcls data check DATA`: counts, formats, sizes, unreadable files, duplicates, leakage,
+    imbalance and image-quality warnings (`quality`: thresholds to change, e.g. {"min_sharpness":
+    0.05}); `result.ok` is false when something must be fixed."""
     from imgcls.data.check import check_dataset
+    from imgcls.data.quality import QualityThresholds
 
     chosen = LabelOptions.from_flags(label_from, label_pattern, labels)
-    return CheckResult(check_dataset(data, val_split=val_split, seed=seed, data_dir=data_dir, labels=chosen))
+    try:
+        thresholds = QualityThresholds().with_settings([f"{k}={v}" for k, v in (quality or {}).items()])
+    except ValueError as error:
+        raise ImgclsError(f"quality: {error}") from None
+    found = check_dataset(data, val_split=val_split, seed=seed, data_dir=data_dir, labels=chosen, quality=thresholds)
+    return CheckResult(found)
 
 
 def evaluate(

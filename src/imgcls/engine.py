@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import re
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -66,6 +67,20 @@ class OnnxModule:
 
     def __repr__(self) -> str:
         return f"OnnxModule({str(self.path)!r})"
+
+
+def images_per_second(models: dict[str, Any], batch: np.ndarray, rounds: int) -> dict[str, float]:
+    """Median images/s of each callable on `batch` over `rounds`, the models alternating so all see the
+    same machine load (after one warm-up call each): how `export` compares and describes models."""
+    timings: dict[str, list[float]] = {name: [] for name in models}
+    for model in models.values():
+        model(batch)
+    for _ in range(rounds):
+        for name, model in models.items():
+            started = time.perf_counter()
+            model(batch)
+            timings[name].append(len(batch) / (time.perf_counter() - started))
+    return {name: float(np.median(values)) for name, values in timings.items()}
 
 
 def onnx_session_for(module: nn.Module, example: torch.Tensor, key: str, opset: int = 17) -> OnnxModule:

@@ -98,7 +98,11 @@ def _int8_module(run: Run) -> OnnxModule:
         raise ImgclsError(f"{path}: missing; {make}")
     if path.stat().st_mtime_ns <= run.weights_path.stat().st_mtime_ns:
         raise ImgclsError(f"{path}: older than the weights (trained again since); {make}")
-    return OnnxModule(path)
+    module = OnnxModule(path)
+    classes = module.metadata.get("imgcls.classes")
+    if classes is not None and json.loads(classes) != run.spec.classes:
+        raise ImgclsError(f"{path}: its classes differ from the run's model; {make}")
+    return module
 
 
 def run_onnx_module(run: Run, spec: ModelSpec, engine: str = "auto") -> OnnxModule | None:

@@ -247,6 +247,15 @@ def feature_extractor(run: Run) -> tuple[FeatureExtractor, str]:
     )
 
 
+def quality_features(extractor: FeatureExtractor, paths: list[Path], described: str, progress: str | None = None):
+    """Plain-view features of `paths` as `data check`'s outlier search takes them (`quality.Features`)."""
+    from imgcls.data.quality import Features
+
+    found = extractor.extract(paths, [0] * len(paths), progress=progress)
+    vectors = found.features[:, 0].numpy() if len(found.paths) else found.features.numpy()
+    return Features(found.paths, vectors, described)
+
+
 def judge_extractor() -> FeatureExtractor:
     """The fixed `JUDGE` backbone and preprocessing."""
     from imgcls.data.cache import DecodeSettings

@@ -184,6 +184,23 @@ def test_grayscale_pictures_are_not_flagged_in_a_grayscale_data_set(tmp_path: Pa
     assert flagged(report) == {}
 
 
+def test_a_failing_statistic_never_makes_a_readable_picture_unreadable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imgcls.data import hashing
+
+    def broken(*args) -> None:
+        raise ZeroDivisionError("a statistic's bug")
+
+    monkeypatch.setattr(hashing, "measure", broken)
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        photo(ord(name)).save(tmp_path / "data" / name / "0.png")
+    report = check_dataset(tmp_path / "data")
+    assert report["unreadable"] == [] and report["ok"]
+
+
 def test_a_data_set_of_small_pictures_is_not_tiny_as_a_whole(tmp_path: Path) -> None:
     for name in ("a", "b"):
         (tmp_path / name).mkdir()

@@ -28,12 +28,15 @@ runner = CliRunner()
 SIZE = 64
 
 
-def random_model_folder(folder: Path, backbone: str, classes: list[str], output: str = "softmax") -> Path:
+def random_model_folder(
+    folder: Path, backbone: str, classes: list[str], output: str = "softmax", channels: int = 3
+) -> Path:
     """model.json + model.safetensors of a random transfer model (no training needed for layout checks)."""
     spec = ModelSpec(
         architecture="transfer",
         classes=classes,
         image_size=SIZE,
+        channels=channels,
         arch_args={"backbone": backbone, "image_size": SIZE},
         mean=(0.485, 0.456, 0.406),
         std=(0.229, 0.224, 0.225),
@@ -155,10 +158,33 @@ def test_refuses_to_replace_an_unrelated_folder_and_replaces_its_own(tmp_path: P
         export_hf(source, mine)
     assert (mine / "notes.txt").read_text() == "keep me"
     folder = export_model(source, "hf", tmp_path / "hf")
-    (folder / "stale.txt").write_text("from the first export")
-    export_model(source, "hf", folder)  # the same run again: replaced whole
-    assert not (folder / "stale.txt").exists() and (folder / "model.safetensors").is_file()
+    imgcls.load(folder).predict([np.zeros((20, 20, 3), np.uint8)])  # the auto engine adds model.onnx there
+    assert (folder / "model.onnx").is_file()
+    export_model(source, "hf", folder)  # the same run again: replaced whole, ONNX files included
+    assert not (folder / "model.onnx").exists() and (folder / "model.safetensors").is_file()
+    (folder / ".git").mkdir()  # a clone of the Hub repository, say: the user's, never deleted
+    with pytest.raises(ImgclsError, match=r"also holds \.git; move those out first"):
+        export_model(source, "hf", folder)
+    assert (folder / ".git").is_dir()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
+
+
+def test_grayscale_models_keep_imgcls_layout(tmp_path: Path) -> None:
+    """imgcls normalises the one channel before copying it to three, which timm's config cannot say."""
+    source = random_model_folder(tmp_path / "run", "efficientnet_lite0", ["a", "b"], channels=1)
+    folder = export_hf(source, tmp_path / "hf")
+    assert folder_layout(folder) == "imgcls"
+    pixels = torch.randint(0, 256, (2, 1, SIZE, SIZE)).float()
+    assert torch.equal(imgcls_probabilities(folder, pixels), imgcls_probabilities(source, pixels))
+
+
+def test_a_bad_repository_id_is_refused_before_exporting(tmp_path: Path) -> None:
+    source = random_model_folder(tmp_path / "run", "efficientnet_lite0", ["a", "b", "c"])
+    result = runner.invoke(
+        app, ["export", str(source), "--format", "hf", "--out", str(tmp_path / "hf"), "--push", "a b/c"]
+    )
+    assert isinstance(result.exception, ImgclsError) and "not a Hub repository id" in str(result.exception)
+    assert not (tmp_path / "hf").exists()
 
 
 # --------------------------------------------------------------------------- --push

@@ -35,6 +35,7 @@ def test_kept_int8_model_is_quantized_and_predicts_like_float32(run: Run) -> Non
     result = quantize_run(run, force=True)
     assert result.kept and result.path == run.int8_onnx_path and result.path.is_file()
     assert result.calibration_images == 16 and result.validation_images == 8  # the run's 8+8 / 4+4 photos
+    assert quantize_run(run, calibration=10, force=True).calibration_images == 8  # whole batches of 8
     assert 0 <= result.int8_accuracy <= 1 and result.fp32_images_per_s > 0 and result.int8_images_per_s > 0
     ops = {node.op_type for node in onnx.load(str(result.path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
@@ -80,7 +81,11 @@ def test_int8_engine_without_an_int8_model_says_how_to_make_one(run: Run, tiny_r
     assert "--quantize int8" in str(result.exception)
 
 
-def test_cli_refuses_other_quantizations(run: Run) -> None:
+def test_cli_refuses_other_quantizations_and_options_it_would_ignore(run: Run, tmp_path: Path) -> None:
     for args in (["--quantize", "int4"], ["--quantize", "int8", "--format", "hf"]):
         result = runner.invoke(app, ["export", str(run), *args])
         assert isinstance(result.exception, ImgclsError) and "only int8" in str(result.exception)
+    result = runner.invoke(app, ["export", str(run), "--quantize", "int8", "--out", str(tmp_path / "x.onnx")])
+    assert isinstance(result.exception, ImgclsError) and "leave --out out" in str(result.exception)
+    with pytest.raises(ImgclsError, match="at least 1 training photo"):
+        quantize_run(run, calibration=0)

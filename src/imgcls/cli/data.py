@@ -83,12 +83,9 @@ def _quality_thresholds(settings: list[str]):
 def _backbone_features(paths: list[Path]):
     """Features for the outlier check: the frozen EfficientNet-Lite0 that judges `data suspects`, whose
     preprocessing is the `transfer` recipe's, so features its training cached are reused."""
-    from imgcls.data.quality import Features
-    from imgcls.suspects import DEFAULT_BACKBONE, judge_extractor
+    from imgcls.suspects import DEFAULT_BACKBONE, judge_extractor, quality_features
 
-    found = judge_extractor().extract(paths, [0] * len(paths), progress="backbone features")
-    vectors = found.features[:, 0].numpy() if len(found.paths) else found.features.numpy()
-    return Features(found.paths, vectors, f"{DEFAULT_BACKBONE} (ImageNet)")
+    return quality_features(judge_extractor(), paths, f"{DEFAULT_BACKBONE} (ImageNet)", "backbone features")
 
 
 @data_app.command("split")

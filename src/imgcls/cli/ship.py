@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from imgcls.cli.app import RunArg, app
-from imgcls.cli.render import console, err_console, print_predictions, print_stream_summary
+from imgcls.cli.render import err_console, print_predictions, print_stream_summary
 from imgcls.errors import ImgclsError
 
 FORMATS = ("table", "csv", "json")
@@ -109,11 +109,17 @@ def export(
     from imgcls.export import export_model
     from imgcls.modelfile import sidecar_path
 
-    if push is not None and export_format.lower() != "hf":
-        raise ImgclsError("--push uploads a Hugging Face folder: add --format hf")
+    if push is not None:
+        if export_format.lower() != "hf":
+            raise ImgclsError("--push uploads a Hugging Face folder: add --format hf")
+        from imgcls.export.hf import check_repo_id
+
+        check_repo_id(push)
     if quantize is not None:
         if quantize.lower() != "int8" or export_format.lower() != "onnx":
             raise ImgclsError(f"--quantize {quantize}: only int8, with --format onnx")
+        if out is not None:
+            raise ImgclsError("--quantize int8 writes RUN/model.int8.onnx beside RUN/model.onnx: leave --out out")
         from imgcls.export.quantize import quantize_run
 
         print_quantized(quantize_run(run, calibration, force))
@@ -139,7 +145,7 @@ def print_quantized(result) -> None:
     table = Table("model", "accuracy", "images/s", title=f"{result.validation_images} validation photos")
     table.add_row("float32", f"{result.fp32_accuracy:.2%}", f"{result.fp32_images_per_s:,.1f}")
     table.add_row("int8", f"{result.int8_accuracy:.2%}", f"{result.int8_images_per_s:,.1f}")
-    console.print(table)
+    err_console.print(table)  # stdout is for the path written
     if result.kept:
         sys.stdout.write(f"{result.path}\n")
         err_console.print(f"int8 kept ({result.reason}); use it with --engine int8", highlight=False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import warnings
 from collections.abc import Iterator
@@ -31,8 +32,9 @@ from PIL import Image
 from imgcls.data.cache import ArrayStore, cache_key
 from imgcls.data.decode import MAX_PIXELS, BadImageError, load_image, open_regular
 from imgcls.data.download import cache_dir
-from imgcls.data.quality import N_STATS, ImageStats, measure
+from imgcls.data.quality import N_STATS, STATS_VERSION, ImageStats, measure
 
+log = logging.getLogger("imgcls")
 HASH_SIZE = 16  # dHash on a 17x16 grayscale thumbnail: 16*16 = 256 bits
 HASH_BITS = HASH_SIZE * HASH_SIZE
 NEAR_THRESHOLD = 24  # Hamming distance out of 256 bits; see the module docstring
@@ -58,7 +60,7 @@ class _CheckCacheTag:
 
     @staticmethod
     def tag() -> str:
-        return f"check-v2-dhash{HASH_BITS}-quality{N_STATS}"
+        return f"check-v2-dhash{HASH_BITS}-quality{N_STATS}v{STATS_VERSION}"
 
 
 def inspect_files(paths: list[Path], workers: int | None = None) -> list[Inspected]:
@@ -96,7 +98,7 @@ def _inspect_cached(path: Path, store: ArrayStore) -> Inspected:
     if record is not None and record.dtype == np.uint64 and record.shape == (_RECORD_WORDS,):
         return _from_record(record)
     result = _inspect(path)
-    if key and result.reason is None:  # failures are re-examined every time (permissions change no mtime)
+    if key and result.reason is None and result.quality is not None:  # failures are re-examined every time
         store.store(key, _to_record(result))
     return result
 
@@ -141,13 +143,23 @@ def _inspect(path: Path) -> Inspected:
                 raise BadImageError(path, "too large")  # load_image(path) refuses it before decoding
             result.format = img.format
             gray = load_image(img, channels=1)[:, :, 0]  # full decode, EXIF orientation applied
-            result.quality = measure(gray, img)  # statistics of the same pixels, on small copies
+            result.quality = _measured(gray, img, path)
     except Exception:  # noqa: BLE001 - any failure: the path-based load_image gives the canonical reason
         result.reason = _RETRY
         return result
     result.height, result.width = (int(n) for n in gray.shape)
     result.dhash = dhash(gray)
     return result
+
+
+def _measured(gray: np.ndarray, img: Image.Image, path: Path):
+    """Quality statistics of the same pixels, on small copies; None if they fail: a readable image
+    is never reported unreadable because a statistic could not be taken."""
+    try:
+        return measure(gray, img)
+    except Exception as error:  # noqa: BLE001 - a warning-only check must not turn into an error
+        log.warning("%s: no image-quality statistics (%s: %s)", path, type(error).__name__, error)
+        return None
 
 
 def _reason_from_path(path: Path) -> str:

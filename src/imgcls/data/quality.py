@@ -71,6 +71,7 @@ class ImageStats:
 
 
 N_STATS = len(_STATS_FIELDS)
+STATS_VERSION = 1  # bump when a statistic is computed differently: cached check results are then redone
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +22,10 @@ from imgcls.files import display_path
 from imgcls.models.classifier import ImageClassifier, ModelSpec
 from imgcls.run import Run
 
+_LOCAL_OPTIONS = ("data_dir", "labels", "address")  # paths and addresses of this machine, not published
 LATENCY_CALLS = 20  # single-image calls timed for the median latency
 THROUGHPUT_BATCH = 16  # images per call for images/s (predict's default batch)
+THROUGHPUT_ROUNDS = 3
 
 
 def model_card(run: Run, model: ImageClassifier, spec: ModelSpec, layout: str, license: str) -> str:
@@ -123,7 +123,7 @@ def _training_data(run: Run) -> str:
     rows += [f"| {name} | {' | '.join(str(counts[s].get(name, 0)) for s in splits)} |" for name in classes]
     totals = " | ".join(f"**{sum(counts[s].values()):,}**" for s in splits)
     rows.append(f"| all | {totals} |")
-    where = data.get("argument") or data.get("root") or ""
+    where = _public_name(data.get("argument") or data.get("root") or "")
     split_rule = {"folders": "the dataset's own train/ and val/ folders"}.get(str(data.get("split")), data.get("split"))
     return f"## Training data\n\n`{where}`; split: {split_rule}.\n\n" + "\n".join(rows)
 
@@ -213,7 +213,7 @@ def _speed(run: Run, spec: ModelSpec) -> str:
 
 def measure_speed(run: Run, spec: ModelSpec) -> tuple[float, float]:
     """(median ms for one image, images/s at batch THROUGHPUT_BATCH) of the run's ONNX model."""
-    from imgcls.engine import OnnxModule
+    from imgcls.engine import OnnxModule, images_per_second
     from imgcls.export.onnx import export_onnx
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -221,21 +221,11 @@ def measure_speed(run: Run, spec: ModelSpec) -> tuple[float, float]:
         if not path.is_file() or run.onnx_is_stale:
             path = export_onnx(run, Path(scratch) / run.onnx_path.name)
         session = OnnxModule(path)
-        rng = np.random.default_rng(0)
-        shape = (spec.channels, spec.image_size, spec.image_size)
-        one = rng.integers(0, 256, (1, *shape)).astype(np.float32)
-        batch = rng.integers(0, 256, (THROUGHPUT_BATCH, *shape)).astype(np.float32)
-        session(batch)  # warm up
-        single = []
-        for _ in range(LATENCY_CALLS):
-            started = time.perf_counter()
-            session(one)
-            single.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        for _ in range(3):
-            session(batch)
-        per_second = 3 * THROUGHPUT_BATCH / (time.perf_counter() - started)
-    return statistics.median(single) * 1000, per_second
+        pixels = np.random.default_rng(0).integers(0, 256, (THROUGHPUT_BATCH, spec.channels, *(spec.image_size,) * 2))
+        pixels = pixels.astype(np.float32)
+        single = images_per_second({"one": session}, pixels[:1], LATENCY_CALLS)["one"]
+        per_second = images_per_second({"batch": session}, pixels, THROUGHPUT_ROUNDS)["batch"]
+    return 1000 / single, per_second
 
 
 def _cpu_name() -> str:
@@ -253,20 +243,27 @@ def _how_trained(run: Run) -> str:
     if "recipe" not in config:
         return ""
     recipe = config["recipe"]
-    data = config.get("data", {}).get("argument") or "DATA"
-    command = config.get("command") or f"imgcls train {data} --recipe {recipe['name']}"
+    data = _public_name(config.get("data", {}).get("argument") or "DATA")
+    command = f"imgcls train {data} --recipe {recipe['name']}"
     kept = config.get("kept") or {}
     monitor = kept.get("monitor", "val_loss")
     kept_words = (
         f"The model kept is stage `{kept['stage']}`, epoch {kept['epoch']}, chosen on {monitor}." if kept else ""
     )
-    settings = yaml.safe_dump({"recipe": recipe, "options": config.get("options", {})}, sort_keys=False)
+    options = {k: v for k, v in (config.get("options") or {}).items() if k not in _LOCAL_OPTIONS}
+    settings = yaml.safe_dump({"recipe": recipe, "options": options}, sort_keys=False)
     versions = ", ".join(f"{name} {config[name]}" for name in ("imgcls", "torch", "lightning") if config.get(name))
     return (
         f"## How it was trained\n\n```\n{command}\n```\n\n{kept_words}"
         + (f" Versions: {versions}." if versions else "")
         + f"\n\n<details><summary>Every setting (config.yaml)</summary>\n\n```yaml\n{settings}```\n\n</details>"
     )
+
+
+def _public_name(data: str) -> str:
+    """A built-in dataset's name as it is; a folder by its last part: the card is published, this
+    machine's paths are nobody's business."""
+    return Path(str(data)).name if ("/" in str(data) or "\\" in str(data)) else str(data)
 
 
 def _limitations(spec: ModelSpec, layout: str) -> str:

@@ -17,7 +17,6 @@ and moved into place, and replaces only an earlier export of the same run.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,12 +25,12 @@ from typing import Any
 from imgcls.errors import ImgclsError, first_line
 from imgcls.export.card import figures, model_card
 from imgcls.export.onnx import export_id
-from imgcls.files import atomic_path, atomic_write_text, current_umask, display_path
-from imgcls.modelfile import SPEC_FILE, WEIGHTS_FILE
+from imgcls.files import atomic_write_text, current_umask, display_path
+from imgcls.modelfile import SPEC_FILE, WEIGHTS_FILE, sidecar_path
 from imgcls.models.classifier import ImageClassifier, ModelSpec
+from imgcls.models.timm_keys import HF_CONFIG, TIMM_LAYOUT
 from imgcls.run import Run
 
-CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
 
 
@@ -40,7 +39,7 @@ def export_hf(run: Run | Path | str, out: Path | None = None, license: str = "ap
     run = Run.open(run)
     out = Path(out) if out is not None else run.hf_dir
     run_id = export_id(run)
-    _refuse_unrelated(out, run_id)
+    _refuse_unrelated(out, run, run_id)
     model, spec = run.load_model()
     out.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
@@ -58,7 +57,7 @@ def export_hf(run: Run | Path | str, out: Path | None = None, license: str = "ap
 
 def folder_layout(folder: Path) -> str:
     """'timm' or 'imgcls': which library's layout an exported folder's weights are in."""
-    return json.loads((folder / CONFIG_FILE).read_text()).get("imgcls", {}).get("layout", "imgcls")
+    return json.loads((folder / HF_CONFIG).read_text()).get("imgcls", {}).get("layout", "imgcls")
 
 
 # --------------------------------------------------------------------------- the files
@@ -68,12 +67,14 @@ def _write_model(folder: Path, model: ImageClassifier, spec: ModelSpec, run_id: 
     """Weights + config.json + model.json; returns the layout written ('timm' or 'imgcls')."""
     from imgcls.models.timm_layout import timm_name
 
-    atomic_write_text(folder / SPEC_FILE, spec.to_json())
     if timm_name(spec) is not None:
         try:
             _write_timm(folder, model, spec, run_id)
+            atomic_write_text(folder / SPEC_FILE, spec.to_json())
             return "timm"
-        except ImgclsError as error:  # an odd timm model: still exported, in imgcls's layout
+        except Exception as error:  # an odd timm model (timm raises its own kinds): imgcls's layout then
+            for leftover in folder.iterdir():
+                leftover.unlink()
             note = f"timm layout not possible ({first_line(error)})"
             _write_imgcls(folder, model, spec, run_id, note)
             return "imgcls"
@@ -82,22 +83,21 @@ def _write_model(folder: Path, model: ImageClassifier, spec: ModelSpec, run_id: 
 
 
 def _write_timm(folder: Path, model: ImageClassifier, spec: ModelSpec, run_id: str) -> None:
-    from safetensors.torch import save_file
-    from timm.models._hub import save_config_for_hf
+    """timm's own `save_for_hf`: its key names in model.safetensors, config.json from its pretrained_cfg."""
+    from timm.models import save_for_hf
 
-    from imgcls.models.timm_keys import CLASSIFIER_KEY, LAYOUT_KEY, TIMM_LAYOUT
     from imgcls.models.timm_layout import to_timm
 
     converted, classifier = to_timm(model, spec)
-    state = {key: value.detach().contiguous() for key, value in converted.state_dict().items()}
-    metadata = {"format": "pt", LAYOUT_KEY: TIMM_LAYOUT, CLASSIFIER_KEY: classifier}
-    with atomic_path(folder / WEIGHTS_FILE) as temporary:
-        save_file(state, str(temporary), metadata=metadata)
-    model_config = {"label_names": list(spec.classes), "imgcls": _imgcls_fields(spec, run_id, "timm")}
-    save_config_for_hf(converted, str(folder / CONFIG_FILE), model_config=model_config, data_config=data_config(spec))
+    fields = _imgcls_fields(spec, run_id, TIMM_LAYOUT) | {"classifier": classifier}
+    model_config = {"label_names": list(spec.classes), "imgcls": fields}
+    save_for_hf(
+        converted, str(folder), model_config=model_config, safe_serialization=True, data_config=data_config(spec)
+    )
 
 
 def _write_imgcls(folder: Path, model: ImageClassifier, spec: ModelSpec, run_id: str, note: str = "") -> None:
+    """imgcls's model file, and a config.json naming `imgcls/<architecture>` with timm's data config."""
     from imgcls.models.classifier import save_model
 
     save_model(folder, model, spec)
@@ -109,7 +109,7 @@ def _write_imgcls(folder: Path, model: ImageClassifier, spec: ModelSpec, run_id:
         "pretrained_cfg": data_config(spec),
         "imgcls": fields,
     }
-    atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    atomic_write_text(folder / HF_CONFIG, json.dumps(config, indent=2) + "\n")
 
 
 def data_config(spec: ModelSpec) -> dict[str, Any]:
@@ -144,8 +144,9 @@ def _imgcls_fields(spec: ModelSpec, run_id: str, layout: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- safety
 
 
-def _refuse_unrelated(out: Path, run_id: str) -> None:
-    """Only a missing or empty folder, or an earlier export of this run, may be replaced."""
+def _refuse_unrelated(out: Path, run: Run, run_id: str) -> None:
+    """Only a missing or empty folder, or an earlier export of this run holding nothing but what the
+    export and imgcls's engines write there, may be replaced: a user's own files are never deleted."""
     if not out.exists():
         return
     if not out.is_dir():
@@ -153,12 +154,26 @@ def _refuse_unrelated(out: Path, run_id: str) -> None:
     if not any(out.iterdir()):
         return
     try:
-        previous = json.loads((out / CONFIG_FILE).read_text()).get("imgcls", {}).get("run_id")
+        previous = json.loads((out / HF_CONFIG).read_text()).get("imgcls", {}).get("run_id")
     except (OSError, ValueError, AttributeError):
         previous = None
     if previous != run_id:
         raise ImgclsError(
             f"{display_path(out)}: exists and is not an earlier export of this run; remove it or choose another --out"
+        )
+    onnx = (run.onnx_path, sidecar_path(run.onnx_path), run.int8_onnx_path, sidecar_path(run.int8_onnx_path))
+    ours = {
+        WEIGHTS_FILE,
+        HF_CONFIG,
+        SPEC_FILE,
+        CARD_FILE,
+        *(p.name for p in (*onnx, run.curves_path, run.confusion_path)),
+    }
+    others = sorted(path.name for path in out.iterdir() if path.name not in ours)
+    if others:
+        raise ImgclsError(
+            f"{display_path(out)}: an earlier export that now also holds {', '.join(others[:5])}"
+            f"{' ...' if len(others) > 5 else ''}; move those out first (the export replaces the whole folder)"
         )
 
 
@@ -166,8 +181,8 @@ def _move_into_place(building: Path, out: Path) -> None:
     """Swap the finished folder in: the old export is renamed aside first and removed last."""
     old = None
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+        out.rename(old)  # over the empty folder mkdtemp made
     try:
         building.rename(out)
     except OSError:
@@ -181,6 +196,17 @@ def _move_into_place(building: Path, out: Path) -> None:
 # --------------------------------------------------------------------------- the Hub
 
 
+def check_repo_id(repo_id: str) -> None:
+    """Said before anything is exported: `user/name`, as the Hub spells repository ids."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ImgclsError(f"--push {repo_id!r}: not a Hub repository id ({first_line(error)})") from None
+
+
 def push_to_hub(folder: Path, repo_id: str, private: bool = False) -> str:
     """Upload an exported folder to the Hugging Face Hub (`HF_ENDPOINT`, `HF_TOKEN` as huggingface_hub
     reads them); returns the commit URL. Offline or not logged in: an ImgclsError saying what to do."""
@@ -192,6 +218,7 @@ def push_to_hub(folder: Path, repo_id: str, private: bool = False) -> str:
         f"the folder {display_path(folder)} is complete: upload it later with "
         f"`hf upload {repo_id} {display_path(folder)} .` or run this command again"
     )
+    check_repo_id(repo_id)
     api = HfApi()
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)

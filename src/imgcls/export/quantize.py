@@ -20,7 +20,6 @@ import json
 import logging
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,7 +74,7 @@ def quantize_run(run: Run | Path | str, calibration: int | None = None, force: b
     from imgcls.export.onnx import export_onnx
 
     run = Run.open(run)
-    settings = QUANTIZE | ({"calibration_images": calibration} if calibration else {})
+    settings = QUANTIZE | ({"calibration_images": calibration} if calibration is not None else {})
     if settings["calibration_images"] < 1:
         raise ImgclsError(f"--calibration {calibration}: give at least 1 training photo")
     fp32 = run.onnx_path
@@ -83,8 +82,9 @@ def quantize_run(run: Run | Path | str, calibration: int | None = None, force: b
         fp32 = export_onnx(run)
     train, val = split_pixels(run, "train", settings["calibration_images"]), split_pixels(run, "val", None)
     with tempfile.TemporaryDirectory(dir=run.path, prefix=".quantize-") as scratch:
-        candidate = _quantize(fp32, train[0], Path(scratch), settings)
-        result = _measure(fp32, candidate, val, len(train[0]), settings)
+        calibration_pixels = train[0].astype(np.float32)
+        candidate, used = _quantize(fp32, calibration_pixels, Path(scratch), settings)
+        result = _measure(fp32, candidate, val, used, settings)
         result = _decide(result, settings, force)
         if result.kept:
             result.path = _keep(run, fp32, candidate, result)
@@ -95,7 +95,7 @@ def quantize_run(run: Run | Path | str, calibration: int | None = None, force: b
 
 
 def split_pixels(run: Run, split: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(N, C, H, W) float32 pixels and labels of a split, decoded as the model's inputs (decode cache)."""
+    """(N, C, H, W) uint8 pixels and labels of a split, decoded as the model's inputs (decode cache)."""
     from imgcls.data.cache import decode_all
 
     samples = run.dataset.splits.get(split) or []
@@ -107,10 +107,11 @@ def split_pixels(run: Run, split: str, limit: int | None) -> tuple[np.ndarray, n
     decoded = decode_all([s.path for s in samples], [s.label for s in samples], run.decode_settings())
     if not len(decoded.labels):
         raise ImgclsError(f"{display_path(run.path)}: none of the run's {split} photos can be read any more")
-    return decoded.images.numpy().astype(np.float32), decoded.labels.numpy()
+    return decoded.images.numpy(), decoded.labels.numpy()  # uint8: a float copy is made a batch at a time
 
 
-def _quantize(fp32: Path, pixels: np.ndarray, scratch: Path, settings: dict) -> Path:
+def _quantize(fp32: Path, pixels: np.ndarray, scratch: Path, settings: dict) -> tuple[Path, int]:
+    """The int8 model and how many photos calibrated it."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -119,12 +120,12 @@ def _quantize(fp32: Path, pixels: np.ndarray, scratch: Path, settings: dict) -> 
     quant_pre_process(str(fp32), str(prepared))
     graph = onnx.load(str(prepared), load_external_data=False).graph
     input_name = graph.input[0].name
-    batch = settings["calibration_batch"]
+    calibration = _Calibration(input_name, pixels, settings["calibration_batch"])
     with _quiet():  # the calibrator prints its progress on stdout, which `imgcls export` keeps for paths
         quantize_static(
             str(prepared),
             str(quantized),
-            _Calibration(input_name, pixels, batch),
+            calibration,
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
@@ -134,19 +135,22 @@ def _quantize(fp32: Path, pixels: np.ndarray, scratch: Path, settings: dict) -> 
             nodes_to_exclude=_float_nodes(graph),
             extra_options={"CalibPercentile": settings["percentile"]},
         )
-    return quantized
+    return quantized, calibration.used
 
 
 def _float_nodes(graph) -> list[str]:
     """Nodes left in float32: the convolutions that see the pixels (two with flip TTA, whose graph runs
-    the network on the photo and on its mirror), and the head with everything after it (a few
-    small ops, where rounding probabilities costs the most). ONNX lists nodes in topological order."""
+    the network on the photo and on its mirror), and the head (the last Gemm/MatMul: transformer
+    blocks have their own) with everything after it, a few small ops where rounding probabilities
+    costs the most. ONNX lists nodes in topological order."""
+    nodes = list(graph.node)
+    heads = [i for i, node in enumerate(nodes) if node.op_type in ("Gemm", "MatMul")]
     after_conv: set[str] = set()  # tensors computed from some convolution's output
     after_head: set[str] = set()  # ... from the head's
     kept = []
-    for node in graph.node:
+    for i, node in enumerate(nodes):
         behind_conv = any(tensor in after_conv for tensor in node.input)
-        in_tail = node.op_type in ("Gemm", "MatMul") or any(tensor in after_head for tensor in node.input)
+        in_tail = (heads and i == heads[-1]) or any(tensor in after_head for tensor in node.input)
         if in_tail or (node.op_type == "Conv" and not behind_conv):
             kept.append(node.name)
         if behind_conv or node.op_type == "Conv":
@@ -174,6 +178,7 @@ class _Calibration:
     def __init__(self, input_name: str, pixels: np.ndarray, batch: int):
         batch = min(batch, len(pixels))
         full = len(pixels) - len(pixels) % batch  # the histogram collector needs batches of one shape
+        self.used = full
         self.batches = iter({input_name: pixels[i : i + batch]} for i in range(0, full, batch))
 
     def get_next(self) -> dict | None:
@@ -181,12 +186,12 @@ class _Calibration:
 
 
 def _measure(fp32: Path, int8: Path, val: tuple[np.ndarray, np.ndarray], n_calibration: int, settings: dict):
-    from imgcls.engine import OnnxModule
+    from imgcls.engine import OnnxModule, images_per_second
 
     pixels, labels = val
     models = {"fp32": OnnxModule(fp32), "int8": OnnxModule(int8)}
     accuracy = {name: _accuracy(model, pixels, labels) for name, model in models.items()}
-    speed = _images_per_second(models, pixels[: settings["timing_batch"]], settings["timing_rounds"])
+    speed = images_per_second(models, pixels[: settings["timing_batch"]].astype(np.float32), settings["timing_rounds"])
     return Quantized(
         fp32_accuracy=accuracy["fp32"],
         int8_accuracy=accuracy["int8"],
@@ -201,21 +206,9 @@ def _measure(fp32: Path, int8: Path, val: tuple[np.ndarray, np.ndarray], n_calib
 
 
 def _accuracy(model, pixels: np.ndarray, labels: np.ndarray, batch: int = 64) -> float:
-    predicted = np.concatenate([model(pixels[i : i + batch]).numpy().argmax(1) for i in range(0, len(pixels), batch)])
+    chunks = [model(pixels[i : i + batch].astype(np.float32)).numpy().argmax(1) for i in range(0, len(pixels), batch)]
+    predicted = np.concatenate(chunks)
     return float((predicted == labels).mean())
-
-
-def _images_per_second(models: dict, batch: np.ndarray, rounds: int) -> dict[str, float]:
-    """Median images/s per model over `rounds`, the models alternating so both see the same machine load."""
-    timings: dict[str, list[float]] = {name: [] for name in models}
-    for model in models.values():
-        model(batch)  # warm up
-    for _ in range(rounds):
-        for name, model in models.items():
-            started = time.perf_counter()
-            model(batch)
-            timings[name].append(len(batch) / (time.perf_counter() - started))
-    return {name: float(np.median(values)) for name, values in timings.items()}
 
 
 def _decide(result: Quantized, settings: dict, force: bool) -> Quantized:

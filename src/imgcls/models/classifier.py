@@ -137,23 +137,21 @@ def load_model(folder: Path) -> tuple[ImageClassifier, ModelSpec]:
     if not weights_path.is_file():
         raise ImgclsError(f"{weights_path}: missing; is {folder} a run folder of a finished training?")
     model = build_classifier(spec)
-    model.load_state_dict(_imgcls_state(weights_path, spec, model), strict=True)
+    model.load_state_dict(_imgcls_state(folder, spec, model), strict=True)
     return model.eval(), spec
 
 
-def _imgcls_state(weights_path: Path, spec: ModelSpec, model: ImageClassifier) -> dict[str, torch.Tensor]:
-    """The file's tensors under `model`'s names: a timm-layout export (`imgcls export --format hf`) is
-    converted back; anything else is imgcls's own layout."""
-    from safetensors import safe_open
-
-    state = load_file(str(weights_path))
-    with safe_open(str(weights_path), "pt") as handle:
-        metadata = handle.metadata() or {}
-    if metadata.get(timm_keys.LAYOUT_KEY) != timm_keys.TIMM_LAYOUT:
+def _imgcls_state(folder: Path, spec: ModelSpec, model: ImageClassifier) -> dict[str, torch.Tensor]:
+    """The folder's tensors under `model`'s names: a timm-layout export (`imgcls export --format hf`)
+    is converted back; anything else is imgcls's own layout."""
+    path = folder / WEIGHTS_FILE
+    state = load_file(str(path))
+    classifier = timm_keys.timm_classifier(folder)
+    if classifier is None:
         return state
     try:
-        return timm_keys.from_timm(state, metadata, spec.output, model.net.head, {"mean": model.mean, "std": model.std})
-    except (KeyError, AttributeError) as error:
-        raise ImgclsError(
-            f"{weights_path}: timm-layout weights that do not fit {spec.architecture} ({error})"
-        ) from None
+        return timm_keys.from_timm(
+            state, classifier, spec.output, model.net.head, {"mean": model.mean, "std": model.std}
+        )
+    except (KeyError, AttributeError, ImgclsError) as error:
+        raise ImgclsError(f"{path}: timm-layout weights that do not fit {spec.architecture} ({error})") from None

@@ -7,8 +7,8 @@ architecture name and `num_classes`; its classifier (`classifier`, `fc`, `head.f
 logits `[0, z]`, whose softmax is exactly `[1 - sigmoid(z), sigmoid(z)]`. Normalisation, which
 imgcls keeps inside `ImageClassifier`, becomes the folder's `pretrained_cfg` mean/std.
 
-The weights file records the layout in its safetensors metadata (`imgcls.layout`, `imgcls.classifier`),
-so `load_model` turns such a file back into an `ImageClassifier` without importing timm (`timm_keys`).
+The folder's `config.json` records the layout (`imgcls.layout`, `imgcls.classifier`), so `load_model`
+turns such weights back into an `ImageClassifier` without importing timm (`timm_keys`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from imgcls.models.timm_keys import head_linear_name
 
 def timm_name(spec: ModelSpec) -> str | None:
     """The timm architecture this model can be exported as, or None (another backbone or a hidden layer)."""
-    if spec.architecture != "transfer" or spec.arch_args.get("hidden"):
-        return None
+    if spec.architecture != "transfer" or spec.arch_args.get("hidden") or spec.channels != 3:
+        return None  # grayscale models normalise one channel before copying it: not what timm's config says
     return timm_architecture(spec.arch_args.get("backbone", "efficientnet_lite0"))
 
 

@@ -313,13 +313,10 @@ def _cached_features(run: Run):
     """The outlier check's features from the run's frozen backbone (training cached them)."""
 
     def features(paths: list[Path]):
-        from imgcls.data.quality import Features
-        from imgcls.suspects import feature_extractor
+        from imgcls.suspects import feature_extractor, quality_features
 
         extractor, described = feature_extractor(run)
-        found = extractor.extract(paths, [0] * len(paths))
-        vectors = found.features[:, 0].numpy() if len(found.paths) else found.features.numpy()
-        return Features(found.paths, vectors, described)
+        return quality_features(extractor, paths, described)
 
     return features
 

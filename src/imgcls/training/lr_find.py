@@ -39,7 +39,7 @@ from imgcls.training.module import ClassifierModule
 from imgcls.training.steps import Job, interruption_error
 
 log = logging.getLogger("imgcls")
-MAX_STEPS = 100  # seconds on a CPU; Lightning's default
+MAX_STEPS = 100  # finder steps (Lightning's default): a few seconds on cached features
 MIN_LR, MAX_LR = 1e-7, 1.0
 SKIP_BEGIN, SKIP_END = 10, 1  # Lightning's suggestion leaves out the first 10 points and the last one
 FIELD_OF_STAGE = {"train": "lr", "head": "lr", "fine-tune": "fine_tune_lr"}
