@@ -6,7 +6,7 @@ reads them, plus imgcls's `model.json`, so both libraries load it:
 - a transfer run on a timm backbone (the default EfficientNet-Lite0, `timm/<name>`) with a linear
   head is written in timm's own layout: `timm.create_model("local-dir:DIR", pretrained=True)` (or
   `"hf-hub:user/repo"` once pushed) builds it without imgcls, and timm's `resolve_data_config` +
-  `create_transform` prepare photos as imgcls does (`config.json` is timm's `save_config_for_hf`).
+  `create_transform` prepare photos as imgcls does (both written by timm's `save_for_hf`).
 - other models (scratch networks, Keras or torchvision backbones, hidden layers) keep imgcls's
   layout; the card says to load them with `imgcls.load(DIR)`.
 
