@@ -105,13 +105,15 @@ def _features_are_cached(run: Run, spec: ModelSpec) -> bool:
 
 @torch.inference_mode()
 def _head_on_features(run: Run, model: ImageClassifier, spec: ModelSpec, paths: list[Path], labels: list[int]):
-    from imgcls.features import recipe_extractor
+    from imgcls.features import head_logits, recipe_extractor
 
     extractor = recipe_extractor(model.net.backbone, run.recipe, spec.image_size)
     found = extractor.extract(paths, labels)
     if len(found.labels) == 0:
         return None, None, None, found.skipped
-    probs = probabilities(model.net.head.eval()(found.features[:, 0]), spec.output).numpy()
+    if spec.flip_tta:  # as the model predicts: the photo and its mirror
+        found = extractor.with_mirrors(found)
+    probs = probabilities(head_logits(model.net.head.eval(), found), spec.output).numpy()
     return probs, found.labels.numpy(), found.paths, found.skipped
 
 

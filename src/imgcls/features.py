@@ -12,6 +12,7 @@ misses the cache.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -36,12 +37,27 @@ FEATURE_VERSION = 1
 
 @dataclass
 class FeatureSet:
-    """(N, V, *feature_shape) float32 features of N readable images and V views each."""
+    """(N, V, *feature_shape) float32 features of N readable images and V views each; `mirrored`:
+    (N, *feature_shape) of each image's left-right mirror, for flip-TTA models (`with_mirrors`)."""
 
     features: torch.Tensor
     labels: torch.Tensor
     paths: list[Path]
     skipped: list[BadImageError]
+    mirrored: torch.Tensor | None = None
+
+    def tta_inputs(self) -> torch.Tensor:
+        """What a linear head scores for the flip-TTA model: the mean of the two views' features, whose
+        logits are exactly the mean of the two views' logits (the plain view without mirrors)."""
+        plain = self.features[:, 0]
+        return plain if self.mirrored is None else (plain + self.mirrored) / 2
+
+
+def head_logits(head: nn.Module, found: FeatureSet) -> torch.Tensor:
+    """The head's logits as the whole model gives them: averaged over the photo and its mirror when
+    `found` has mirrors (flip TTA, also right for a head with hidden layers), else the plain view's."""
+    logits = head(found.features[:, 0])
+    return logits if found.mirrored is None else (logits + head(found.mirrored)) / 2
 
 
 def weights_fingerprint(module: nn.Module) -> str:
@@ -65,8 +81,12 @@ class FeatureExtractor:
         augment: Augment = Augment(),
         engine: str = "onnx",
         batch_size: int = 32,
+        mirror: bool = False,
     ):
+        """`mirror`: features of each image's left-right mirror (cached apart from the plain ones)."""
         self.backbone = backbone.eval()
+        self.settings = {"mean": mean, "std": std, "augment": augment, "engine": engine, "batch_size": batch_size}
+        self.mirror = mirror
         self.decode = decode
         self.images = ImageCache(decode)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255
@@ -80,7 +100,7 @@ class FeatureExtractor:
             "mean": list(mean),
             "std": list(std),
             "augment": augment.as_dict(),
-        }
+        } | ({"mirror": True} if mirror else {})  # plain extractors keep the cache keys they always had
         self.tag = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
         self.store = ArrayStore(cache_dir() / "features" / self.tag)
         self.engine = engine
@@ -105,6 +125,17 @@ class FeatureExtractor:
                 logging.getLogger("imgcls").warning("ONNX export failed (%s); using PyTorch", error)
         module = self.backbone.to(memory_format=torch.channels_last)
         return lambda batch: module(batch.contiguous(memory_format=torch.channels_last))
+
+    def with_mirrors(self, found: FeatureSet, progress: str | None = None) -> FeatureSet:
+        """`found` with the features of its images' mirrors (the same readable images, in its order)."""
+        if found.mirrored is not None or not found.paths:
+            return found
+        mirrors = FeatureExtractor(self.backbone, self.decode, **self.settings, mirror=True)
+        mirrors.forward = self.forward  # the same backbone: one ONNX session
+        mirrored = mirrors.extract(found.paths, found.labels.tolist(), 1, progress)
+        if mirrored.paths != found.paths:  # a file changed or vanished in between
+            raise BadImageError(next(iter(set(found.paths) - set(mirrored.paths))), "changed while reading")
+        return dataclasses.replace(found, mirrored=mirrored.features[:, 0])
 
     def extract(self, paths: list[Path], labels: list[int], views: int = 1, progress: str | None = None) -> FeatureSet:
         """Features of every readable image, `views` views each; `progress`: a progress bar's title."""
@@ -158,6 +189,8 @@ class FeatureExtractor:
 
     def _view(self, path: Path, view: int) -> torch.Tensor:
         image = torch.tensor(self.images.load(path)).permute(2, 0, 1).contiguous()
+        if self.mirror:
+            image = image.flip(-1).contiguous()
         if view == 0 or self.augment is None:
             return image
         key = cache_key(path, self.decode) or str(path)

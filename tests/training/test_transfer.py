@@ -128,6 +128,19 @@ def test_head_run_loads_and_predicts_its_metrics(head_run):
 
 
 @trains_on_photos
+def test_flip_tta_head_run_scores_what_its_model_predicts(env, subset, tmp_path):
+    """Stage 1's metrics, `imgcls evaluate` and the saved model agree for a flip-TTA head: all three
+    average each photo with its mirror (the metrics from cached features of both views)."""
+    from imgcls.api import evaluate
+
+    run = imgcls.train(subset, "transfer", epochs=3, flip_tta=True, out=tmp_path / "runs", **TINY)
+    assert json.loads((run / "model.json").read_text())["flip_tta"] is True
+    assert_predictions_match_metrics(run)
+    assert evaluate(run)["accuracy"] == run.metrics["accuracy"]
+    assert abs(evaluate(run)["loss"] - run.metrics["loss"]) < 1e-6
+
+
+@trains_on_photos
 def test_head_run_history_has_head_rows_only(head_run):
     rows = history(head_run)
     assert [row["stage"] for row in rows] == ["head"] * 3

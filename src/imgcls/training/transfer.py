@@ -20,7 +20,7 @@ import torch
 
 from imgcls.data.loaders import make_loader
 from imgcls.errors import ImgclsError
-from imgcls.features import FeatureSet, recipe_extractor
+from imgcls.features import FeatureSet, head_logits, recipe_extractor
 from imgcls.models.backbones import load_pretrained, set_trainable
 from imgcls.models.classifier import predict_probabilities, probabilities
 from imgcls.models.transfer import feature_shape
@@ -83,7 +83,7 @@ def fit_transfer(job: Job, resume: bool) -> None:
         return
     split = features[job.eval_split] if features else _extract(job, module, splits=(job.eval_split,))[job.eval_split]
     with torch.inference_mode():
-        logits = module.model.net.head.eval()(split.features[:, 0])
+        logits = head_logits(module.model.net.head.eval(), split)
     probs = probabilities(logits, spec.output).numpy()
     finish_run(job, module.model, spec, probs, split, {"stage": "head", "epoch": head_epoch})
 
@@ -123,12 +123,10 @@ def _extract(job: Job, module: ClassifierModule, splits: tuple[str, ...] | None 
         if views > 1:
             title += f", {views} views"
         log.info("%s", title)
-        found[split] = extractor.extract(
-            [s.path for s in samples],
-            [s.label for s in samples],
-            views,
-            progress=f"{split} features" if job.options.progress else None,  # shown only when some are missing
-        )
+        progress = f"{split} features" if job.options.progress else None  # shown only when some are missing
+        found[split] = extractor.extract([s.path for s in samples], [s.label for s in samples], views, progress)
+        if recipe.flip_tta and split != "train":  # scored as the flip-TTA model predicts: photo and mirror
+            found[split] = extractor.with_mirrors(found[split], progress and f"{split} mirror features")
     if splits is None:
         report_readable(job, {name: (f.labels, f.skipped) for name, f in found.items()}, is_rank_zero())
     return found
@@ -146,7 +144,7 @@ def _train_head(job: Job, module: ClassifierModule, features: dict[str, FeatureS
         shuffle=True,
         seed=options.seed,
     )
-    val_loader = make_loader(val.features[:, 0], val.labels, 512, shuffle=False)
+    val_loader = make_loader(val.tta_inputs(), val.labels, 512, shuffle=False)  # exact for a linear head
     choose_lr(job, module, train_loader, "head", max_epochs=None)  # --lr find: 100 steps cost a second here
     log.info("stage 1: training the head on cached features for %d epochs", recipe.epochs)
     trainer = make_trainer(job, "head", recipe.epochs, checkpoint_files=False, single_process=True)
