@@ -251,7 +251,10 @@ register_recipe(
     Recipe(
         name="transfer",
         description="EfficientNet-Lite0 (ImageNet, offline) features + logistic head; --fine-tune for stage 2",
-        expected="cats-vs-dogs val: 98.5% in 38 s of a 2-core CPU for the whole command, cold cache; 99.1% with --fine-tune (benchmarks log)",
+        expected=(
+            "cats-vs-dogs val: 98.5% in 38 s of a 2-core CPU for the whole command, cold cache; "
+            "99.1% with --fine-tune (benchmarks log)"
+        ),
         model="transfer",
         model_args={"backbone": "efficientnet_lite0"},
         weights="imagenet",
