@@ -78,6 +78,10 @@ def test_conveniences_reach_the_recipe_and_the_options() -> None:
         api.resolve("scratch", {"channels": 2})
     with pytest.raises(ImgclsError, match="--class-weights 'none'"):
         api.resolve("scratch", {"class_weights": "none"})
+    recipe, _ = api.resolve("transfer", {"backbone": "timm/resnet18", "resize": "pad"})  # the backbone's own is crop
+    assert recipe.resize == "pad"
+    with pytest.raises(ImgclsError, match="resize 'stretch': use one of squash, crop, pad"):
+        api.resolve("transfer", {"resize": "stretch"})
 
 
 def test_resume_takes_no_other_settings(tmp_path: Path) -> None:

@@ -183,7 +183,9 @@ def resolve(recipe: str | Recipe | None, settings: dict[str, Any]) -> tuple[Reci
     if backbone:
         if chosen.model != "transfer":
             raise ImgclsError(f"--backbone needs a transfer recipe; {chosen.name} trains {chosen.model}")
-        chosen = with_backbone(chosen, backbone).override(image_size=fields.get("image_size"))
+        chosen = with_backbone(chosen, backbone).override(
+            image_size=fields.get("image_size"), resize=fields.get("resize")
+        )
     if "fine_tune_lr" in options.lr_find and not (chosen.model == "transfer" and chosen.fine_tune):
         raise ImgclsError(
             f"--fine-tune-lr find: {chosen.name} has no fine-tune stage here (a transfer recipe with --fine-tune)"

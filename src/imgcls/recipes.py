@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from imgcls.augment import Augment
+from imgcls.data.decode import RESIZE_POLICIES
 from imgcls.errors import ImgclsError
 from imgcls.models.keras import CAFFE_MEAN, CAFFE_STD
 
@@ -41,7 +42,7 @@ class Recipe:
     model_args: dict[str, Any] = field(default_factory=dict)
     image_size: int = 150  # pixels, square
     channels: int = 3  # 1 = grayscale input
-    resize: str = "squash"  # squash (Keras flow_from_directory) | crop (short side, centre crop)
+    resize: str = "squash"  # squash (Keras flow_from_directory) | crop (short side, centre crop) | pad (letterbox)
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)  # on [0, 1] pixels; (0,0,0)/(1,1,1) = Keras rescale=1/255
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
     batch_size: int = 32  # images per step
@@ -80,6 +81,8 @@ class Recipe:
             raise ImgclsError(f"unknown recipe field(s): {', '.join(sorted(unknown))}")
         for name in LR_FIELDS.keys() & changes.keys():
             changes[name] = _number_lr(name, changes[name])
+        if "resize" in changes and changes["resize"] not in RESIZE_POLICIES:
+            raise ImgclsError(f"resize {changes['resize']!r}: use one of {', '.join(RESIZE_POLICIES)}")
         if isinstance(changes.get("augment"), dict):  # e.g. from JSON: {"horizontal_flip": true}
             changes["augment"] = Augment.from_dict(changes["augment"])
         return dataclasses.replace(self, **changes)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from imgcls.data import decode
-from imgcls.data.decode import BadImageError, is_image_file, load_image
+from imgcls.data.decode import PAD_GREY, BadImageError, is_image_file, load_image
 from imgcls.files import display_path
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -79,6 +79,19 @@ def test_accepts_a_pil_image_and_crop_policy(images) -> None:
     assert cropped.shape == squashed.shape == (10, 10, 3)
     # crop keeps the centre: its left column is well inside the red/blue quadrants' right edge
     assert not np.array_equal(cropped, squashed)
+
+
+def test_pad_policy_keeps_the_whole_photo_on_grey(images) -> None:
+    """Letterbox: a 40x20 photo becomes 10x5 in the middle of a 10x10 grey square (rows 0-2 and 8-9 grey)."""
+    padded = load_image(images.make_pil("RGB", (40, 20)), size=(10, 10), policy="pad")
+    assert padded.shape == (10, 10, 3)
+    grey = np.full((10, 3), PAD_GREY, np.uint8)
+    np.testing.assert_array_equal(padded[0], grey)
+    np.testing.assert_array_equal(padded[-1], grey)
+    middle = padded[3:7]
+    assert not (middle == PAD_GREY).all()  # the photo itself, not grey
+    gray = load_image(images.make_pil("L", (20, 40)), size=(10, 10), channels=1, policy="pad")
+    assert (gray[:, 0, 0] == PAD_GREY).all() and (gray[:, -1, 0] == PAD_GREY).all()  # tall: grey sides
 
 
 def test_unknown_policy_is_a_programming_error_not_a_bad_image(make_image) -> None:

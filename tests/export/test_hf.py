@@ -142,6 +142,28 @@ def test_other_architectures_keep_imgcls_layout(tiny_runs, tmp_path: Path) -> No
     assert torch.equal(imgcls_probabilities(folder, pixels), imgcls_probabilities(tiny_runs.seed_cnn.path, pixels))
 
 
+def test_letterboxed_model_is_timm_border_mode_with_the_same_pixels(tmp_path: Path) -> None:
+    """`pad` is timm's crop_mode "border" (which fills with the mean colour: grey for mean 0.5)."""
+    import timm
+    from PIL import Image
+
+    from imgcls.data.decode import load_image
+
+    folder = tmp_path / "run"
+    random_model_folder(folder, "efficientnet_lite0", ["a", "b", "c"])
+    spec = json.loads((folder / "model.json").read_text()) | {"resize": "pad", "mean": [0.5] * 3, "std": [0.5] * 3}
+    (folder / "model.json").write_text(json.dumps(spec))
+    exported = export_hf(folder, tmp_path / "hf")
+    assert folder_layout(exported) == "timm"
+    model = timm.create_model(f"local-dir:{exported}", pretrained=True)
+    config = timm.data.resolve_data_config({}, model=model)
+    assert config["crop_mode"] == "border"
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 90, 3), dtype=np.uint8))
+    theirs = timm.data.create_transform(**config)(photo).numpy() * 0.5 + 0.5
+    ours = load_image(photo, (SIZE, SIZE), 3, "pad").transpose(2, 0, 1) / 255
+    assert np.abs(theirs - ours).max() < 1e-5
+
+
 def test_data_config_follows_the_resize_policy() -> None:
     spec = ModelSpec("transfer", ["a", "b"], 96, resize="squash", mean=(0.5,), std=(0.25,), channels=1)
     config = data_config(spec)

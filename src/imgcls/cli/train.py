@@ -45,6 +45,9 @@ def train(
     epochs: Annotated[int | None, _opt("Epochs (of stage 1 for transfer recipes)", RECIPE)] = None,
     image_size: Annotated[int | None, _opt("Square input size in pixels", RECIPE)] = None,
     channels: Annotated[int | None, _opt("Input channels: 1 = grayscale, 3 = RGB", RECIPE)] = None,
+    resize: Annotated[
+        str | None, _opt("squash (whole photo, stretched), crop (short side, centre) or pad (letterbox)", RECIPE)
+    ] = None,
     batch_size: Annotated[int | None, _opt("Images per step", RECIPE)] = None,
     lr: Annotated[
         str | None, _lr_option("Peak learning rate, or 'find': Lightning's learning-rate finder picks it", RECIPE)

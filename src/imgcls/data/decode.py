@@ -20,7 +20,9 @@ from imgcls.files import display_path
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 MAX_PIXELS = 89_478_485  # Pillow's own bomb limit: larger declared sizes are refused, not decoded
-RESIZE_POLICIES = ("squash", "crop")  # squash = Keras flow_from_directory; crop = short side + centre
+# squash = Keras flow_from_directory; crop = short side + centre; pad = the whole photo, letterboxed
+RESIZE_POLICIES = ("squash", "crop", "pad")
+PAD_GREY = 128  # what `pad` fills with: 0 after the TF-style mean/std 0.5 of the Lite backbones
 
 
 class BadImageError(Exception):
@@ -144,7 +146,19 @@ def resize(img: Image.Image, size: tuple[int, int], policy: str = "squash") -> I
         return img.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
     if policy == "crop":
         return ImageOps.fit(img, (width, height), Image.Resampling.BILINEAR)
+    if policy == "pad":
+        return _letterbox(img, width, height)
     raise ValueError(f"unknown resize policy {policy!r}; use one of {RESIZE_POLICIES}")
+
+
+def _letterbox(img: Image.Image, width: int, height: int) -> Image.Image:
+    """The long side to the size, aspect ratio kept, centred on grey (Ultralytics' letterbox), rounded
+    and placed as timm's crop_mode "border" does (ResizeKeepRatio + CenterCropOrPad), pixel for pixel."""
+    ratio = max(img.height / height, img.width / width)
+    inner = (max(1, round(img.width / ratio)), max(1, round(img.height / ratio)))
+    canvas = Image.new(img.mode, (width, height), PAD_GREY if img.mode == "L" else (PAD_GREY,) * 3)
+    canvas.paste(img.resize(inner, Image.Resampling.BILINEAR), ((width - inner[0]) // 2, (height - inner[1]) // 2))
+    return canvas
 
 
 def _draft_request(img: Image.Image, size: tuple[int, int]) -> tuple[int, int]:

@@ -87,6 +87,7 @@ def _resize_words(resize: str) -> str:
     return {
         "crop": "short side resized to the size, then the centre cut out",
         "squash": "the whole photo resized, aspect ratio not kept",
+        "pad": "the whole photo resized with its aspect ratio kept, centred on grey",
     }.get(resize, resize)
 
 

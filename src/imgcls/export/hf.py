@@ -121,7 +121,7 @@ def data_config(spec: ModelSpec) -> dict[str, Any]:
         "input_size": (3, spec.image_size, spec.image_size),
         "interpolation": "bilinear",
         "crop_pct": 1.0,
-        "crop_mode": "squash" if spec.resize == "squash" else "center",
+        "crop_mode": {"squash": "squash", "pad": "border"}.get(spec.resize, "center"),
         "mean": channel_stats(spec.mean, 3),
         "std": channel_stats(spec.std, 3),
     }

@@ -31,6 +31,8 @@ OUTPUT_NAME = "probabilities"
 _RESIZE_DOCS = {
     "squash": "resize the whole image to {w}x{h} (width x height), aspect ratio not kept, bilinear",
     "crop": "resize so the short side is {s} px (aspect ratio kept), then cut the centre {w}x{h}, bilinear",
+    "pad": "resize so the long side is {s} px (aspect ratio kept), bilinear, then centre it on a {w}x{h} "
+    "canvas of grey 128 (letterbox)",
 }
 
 

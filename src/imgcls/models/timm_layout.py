@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from imgcls.data.decode import PAD_GREY
 from imgcls.errors import ImgclsError
 from imgcls.models.backbones import timm_architecture
 from imgcls.models.classifier import ImageClassifier, ModelSpec, probabilities
@@ -26,6 +27,8 @@ def timm_name(spec: ModelSpec) -> str | None:
     """The timm architecture this model can be exported as, or None (another backbone or a hidden layer)."""
     if spec.architecture != "transfer" or spec.arch_args.get("hidden") or spec.channels != 3:
         return None  # grayscale models normalise one channel before copying it: not what timm's config says
+    if spec.resize == "pad" and any(round(255 * m) != PAD_GREY for m in spec.mean):
+        return None  # timm's letterbox (crop_mode "border") fills with the mean colour; imgcls with grey
     return timm_architecture(spec.arch_args.get("backbone", "efficientnet_lite0"))
 
 
