@@ -109,19 +109,26 @@ class OnnxPredictor:
 
 
 def onnx_predictor(run: Run | Path | str, engine: str = "auto") -> OnnxPredictor | None:
-    """The run's model on ONNX Runtime alone, when `model.onnx` is there and newer than the weights
-    (engine auto or onnx); None otherwise: then `imgcls.inference.Classifier` (PyTorch) predicts,
-    and exports the ONNX file when it can."""
+    """The run's model on ONNX Runtime alone, when `model.onnx` (engine auto or onnx) or
+    `model.int8.onnx` (engine int8) is there and newer than the weights; None otherwise: then
+    `imgcls.inference.Classifier` (PyTorch) predicts, and exports the ONNX file when it can."""
     run = Run.open(run)
-    current = run.onnx_path.is_file() and sidecar_path(run.onnx_path).is_file() and not run.onnx_is_stale
-    if engine not in ("auto", "onnx") or not current:
-        return None
+    path = run.int8_onnx_path if engine == "int8" else run.onnx_path
+    if engine not in ("auto", "onnx", "int8") or not _current(path, run):
+        return None  # int8 missing or stale: `Classifier.load` says what to do
     try:
-        return OnnxPredictor.open(run.onnx_path)
+        return OnnxPredictor.open(path)
     except Exception as error:  # onnxruntime's own exception types for a bad file
-        if engine == "onnx":
-            raise ImgclsError(f"{display_path(run.onnx_path)}: cannot open this ONNX model ({error})") from None
+        if engine != "auto":
+            raise ImgclsError(f"{display_path(path)}: cannot open this ONNX model ({error})") from None
         return None
+
+
+def _current(onnx_path: Path, run: Run) -> bool:
+    """The exported file and its description are there, and newer than the weights."""
+    if not (onnx_path.is_file() and sidecar_path(onnx_path).is_file() and run.weights_path.is_file()):
+        return False
+    return onnx_path.stat().st_mtime_ns > run.weights_path.stat().st_mtime_ns
 
 
 def read_description(onnx_path: Path) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from imgcls.engine import OnnxModule
 from imgcls.errors import ImgclsError
 from imgcls.export import quantize
 from imgcls.export.quantize import quantize_run
+from imgcls.predict import onnx_predictor
 from imgcls.run import Run
 
 pytestmark = pytest.mark.slow
@@ -76,9 +77,18 @@ def test_cli_prints_both_models_and_predict_uses_int8(run: Run, tiny_runs) -> No
 
 
 def test_int8_engine_without_an_int8_model_says_how_to_make_one(run: Run, tiny_runs) -> None:
+    assert onnx_predictor(run, "int8") is None  # then Classifier.load explains
     result = runner.invoke(app, ["predict", str(run), str(tiny_runs.data / "val"), "--engine", "int8"])
     assert isinstance(result.exception, ImgclsError)
     assert "--quantize int8" in str(result.exception)
+
+
+def test_int8_engine_predicts_without_torch_once_kept(run: Run) -> None:
+    quantize_run(run, force=True)
+    predictor = onnx_predictor(run, "int8")  # the torch-free path `imgcls predict` takes
+    assert predictor is not None and predictor.classes == ["cat", "dog"]
+    run.weights_path.touch()  # trained again since: the int8 file is stale
+    assert onnx_predictor(run, "int8") is None
 
 
 def test_cli_refuses_other_quantizations_and_options_it_would_ignore(run: Run, tmp_path: Path) -> None:
