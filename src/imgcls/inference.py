@@ -96,13 +96,18 @@ def _int8_module(run: Run) -> OnnxModule:
     make = f"run `imgcls export {run} --quantize int8` first (or use --engine onnx)"
     if not path.is_file():
         raise ImgclsError(f"{path}: missing; {make}")
-    if path.stat().st_mtime_ns <= run.weights_path.stat().st_mtime_ns:
+    if run.is_stale(path):
         raise ImgclsError(f"{path}: older than the weights (trained again since); {make}")
     module = OnnxModule(path)
-    classes = module.metadata.get("imgcls.classes")
-    if classes is not None and json.loads(classes) != run.spec.classes:
+    if _other_classes(module, run.spec):
         raise ImgclsError(f"{path}: its classes differ from the run's model; {make}")
     return module
+
+
+def _other_classes(session: OnnxModule, spec: ModelSpec) -> bool:
+    """The exported graph records classes (its metadata) other than the model's."""
+    classes = session.metadata.get("imgcls.classes")
+    return classes is not None and json.loads(classes) != spec.classes
 
 
 def run_onnx_module(run: Run, spec: ModelSpec, engine: str = "auto") -> OnnxModule | None:
@@ -132,8 +137,7 @@ def run_onnx_module(run: Run, spec: ModelSpec, engine: str = "auto") -> OnnxModu
             raise
         log.warning("%s: unreadable, predicting with PyTorch instead", onnx_path)
         return None
-    classes = session.metadata.get("imgcls.classes")
-    if classes is not None and json.loads(classes) != spec.classes:
+    if _other_classes(session, spec):
         if engine == "onnx":
             raise ImgclsError(f"{onnx_path}: its classes differ from the run's model; run `imgcls export {run}`")
         return None

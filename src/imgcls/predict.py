@@ -114,7 +114,8 @@ def onnx_predictor(run: Run | Path | str, engine: str = "auto") -> OnnxPredictor
     `imgcls.inference.Classifier` (PyTorch) predicts, and exports the ONNX file when it can."""
     run = Run.open(run)
     path = run.int8_onnx_path if engine == "int8" else run.onnx_path
-    if engine not in ("auto", "onnx", "int8") or not _current(path, run):
+    current = path.is_file() and sidecar_path(path).is_file() and not run.is_stale(path)
+    if engine not in ("auto", "onnx", "int8") or not current:
         return None  # int8 missing or stale: `Classifier.load` says what to do
     try:
         return OnnxPredictor.open(path)
@@ -122,13 +123,6 @@ def onnx_predictor(run: Run | Path | str, engine: str = "auto") -> OnnxPredictor
         if engine != "auto":
             raise ImgclsError(f"{display_path(path)}: cannot open this ONNX model ({error})") from None
         return None
-
-
-def _current(onnx_path: Path, run: Run) -> bool:
-    """The exported file and its description are there, and newer than the weights."""
-    if not (onnx_path.is_file() and sidecar_path(onnx_path).is_file() and run.weights_path.is_file()):
-        return False
-    return onnx_path.stat().st_mtime_ns > run.weights_path.stat().st_mtime_ns
 
 
 def read_description(onnx_path: Path) -> dict[str, Any]:

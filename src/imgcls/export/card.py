@@ -12,7 +12,6 @@ import os
 import platform
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import yaml
@@ -189,13 +188,7 @@ def _data_check(run: Run) -> str:
     )
     if not problems:
         return heading + summary + " Nothing else to report."
-    return heading + summary + "\n\n" + "\n".join(f"- {_plain(problem)}" for problem in problems)
-
-
-def _plain(problem: Any) -> str:
-    if isinstance(problem, dict):
-        return str(problem.get("message") or problem)
-    return str(problem)
+    return heading + summary + "\n\n" + "\n".join(f"- {problem}" for problem in problems)
 
 
 def _speed(run: Run, spec: ModelSpec) -> str:

@@ -28,7 +28,7 @@ from imgcls.export.onnx import export_id
 from imgcls.files import atomic_write_text, current_umask, display_path
 from imgcls.modelfile import SPEC_FILE, WEIGHTS_FILE, sidecar_path
 from imgcls.models.classifier import ImageClassifier, ModelSpec
-from imgcls.models.timm_keys import HF_CONFIG, TIMM_LAYOUT
+from imgcls.models.timm_keys import HF_CONFIG, TIMM_LAYOUT, timm_classifier
 from imgcls.run import Run
 
 CARD_FILE = "README.md"
@@ -57,7 +57,7 @@ def export_hf(run: Run | Path | str, out: Path | None = None, license: str = "ap
 
 def folder_layout(folder: Path) -> str:
     """'timm' or 'imgcls': which library's layout an exported folder's weights are in."""
-    return json.loads((folder / HF_CONFIG).read_text()).get("imgcls", {}).get("layout", "imgcls")
+    return TIMM_LAYOUT if timm_classifier(folder) is not None else "imgcls"
 
 
 # --------------------------------------------------------------------------- the files

@@ -342,8 +342,12 @@ class Run:
     @property
     def onnx_is_stale(self) -> bool:
         """model.onnx is there but not newer than the weights (trained again since it was exported)."""
-        onnx, weights = self.onnx_path, self.weights_path
-        return onnx.is_file() and weights.is_file() and onnx.stat().st_mtime_ns <= weights.stat().st_mtime_ns
+        return self.is_stale(self.onnx_path)
+
+    def is_stale(self, export: Path) -> bool:
+        """An export of the weights (model.onnx, model.int8.onnx) is there but not newer than them."""
+        weights = self.weights_path
+        return export.is_file() and weights.is_file() and export.stat().st_mtime_ns <= weights.stat().st_mtime_ns
 
     def output_dir(self, command: str) -> Path:
         """A folder for a command's pictures: `explain/`, `activations/`."""
