@@ -9,7 +9,7 @@ import matplotlib
 from imgcls.progress import in_notebook
 
 if not in_notebook():  # a notebook keeps its backend (inline), which shows the figures imgcls returns
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # the one place imgcls chooses it: visual/ draws with this module's pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -18,12 +18,17 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from imgcls.files import atomic_path  # noqa: E402
 
 
+def save_figure(figure: Figure, path: Path, dpi: int = 110) -> Path:
+    """`figure` as a PNG at `path`, written atomically, then closed to pyplot."""
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=dpi, format="png")
+    plt.close(figure)
+    return path
+
+
 def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
     """Accuracy and loss, training vs validation, side by side (seeds 003/004)."""
-    figure = curves_figure(history, title)
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
-    return path
+    return save_figure(curves_figure(history, title), path)
 
 
 def curves_figure(history: list[dict[str, float]], title: str = "") -> Figure:
@@ -74,10 +79,7 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, titl
             fontsize=9,
         )
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def plot_roc(fpr: np.ndarray, tpr: np.ndarray, auc: float, positive: str, path: Path) -> Path:
@@ -90,10 +92,7 @@ def plot_roc(fpr: np.ndarray, tpr: np.ndarray, auc: float, positive: str, path: 
     axis.legend(loc="lower right")
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def plot_lr_find(
@@ -118,7 +117,4 @@ def plot_lr_find(
     axis.grid(alpha=0.3)
     axis.legend(loc="upper left")
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)

@@ -11,17 +11,11 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-from imgcls.progress import in_notebook
-
-if not in_notebook():  # a notebook keeps its backend (inline), which shows the figures imgcls returns
-    matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from imgcls.files import atomic_path  # noqa: E402
+from imgcls import plots
+from imgcls.plots import plt  # pyplot with the backend imgcls.plots chose
 
 DPI = 100
 
@@ -161,14 +155,10 @@ def _standardise(values: np.ndarray) -> np.ndarray:
 
 
 def save_figure(figure: Figure, path: Path) -> Path:
-    """`figure` as a PNG at `path`, written atomically."""
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=DPI, format="png")
-    return path
+    """`figure` as a PNG at `path`, written atomically (at this module's DPI), then closed."""
+    return plots.save_figure(figure, path, DPI)
 
 
 def _save(figure: Figure, path: Path, title: str) -> Path:
     figure.suptitle(title, fontsize=11)
-    save_figure(figure, path)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)

@@ -159,7 +159,7 @@ def show_mistakes(run: Run | str | Path, count: int = 16, data: str | Path | Non
 
 def _message(text: str) -> Figure:
     """A figure of one line of text, so that a show_* function always returns a figure."""
-    import matplotlib.pyplot as plt  # after visual.audit, which chose the backend (Agg outside a notebook)
+    from imgcls.plots import plt  # pyplot with the backend imgcls.plots chose
 
     figure = plt.figure(figsize=(8, 0.8))
     figure.text(0.5, 0.5, text, ha="center", va="center", fontsize=12)
