@@ -2,6 +2,6 @@
 
 from imgcls.run.folder import HeldOut, Run
 from imgcls.run.history import HISTORY_COLUMNS, read_history, write_history
-from imgcls.run.options import TrainOptions
+from imgcls.run.options import TrainOptions, parse_duration
 
-__all__ = ["HeldOut", "Run", "TrainOptions", "HISTORY_COLUMNS", "read_history", "write_history"]
+__all__ = ["HeldOut", "Run", "TrainOptions", "parse_duration", "HISTORY_COLUMNS", "read_history", "write_history"]

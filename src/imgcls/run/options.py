@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,21 @@ from imgcls.errors import ImgclsError
 
 LOCAL_ONLY = ("out", "name", "progress", "report", "address")  # how this process runs, not what the run is
 ENGINES = ("local", "ray")
+DURATION_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600}  # --budget 90s | 10m | 1.5h | 300 (seconds)
+
+
+def parse_duration(text: str | float, option: str = "--budget") -> float:
+    """Seconds from "60s", "10m", "1.5h" or a plain number of seconds; anything else is an error
+    that says how to write it."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        found = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", str(text).lower())
+        unit = found and DURATION_UNITS.get(found[2] or "s")
+        seconds = float(found[1]) * unit if unit else math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ImgclsError(f"{option} {text!r}: give a duration such as 60s, 10m or 1.5h")
+    return seconds
 
 
 @dataclass
@@ -33,6 +50,7 @@ class TrainOptions:
     labels: LabelOptions | None = None  # file names or a CSV instead of class folders
     progress: bool = True
     report: bool = True  # write report.html at the end (a failure there is a warning, not a failed training)
+    budget: float | None = None  # seconds the whole training may take (--budget 60s): transfer picks what fits
 
     def __post_init__(self) -> None:
         self.logger = (self.logger,) if isinstance(self.logger, str) else tuple(self.logger or ())
@@ -40,6 +58,8 @@ class TrainOptions:
             raise ImgclsError(f"--engine {self.engine!r}: use {' or '.join(ENGINES)}")
         if self.workers < 1:
             raise ImgclsError(f"--workers {self.workers}: give at least 1")
+        if self.budget is not None:
+            self.budget = parse_duration(self.budget)
         if self.workers > 1 and self.engine != "ray":
             raise ImgclsError("--workers is for --engine ray; on one machine use --devices N")
         self._check_lr_find()
