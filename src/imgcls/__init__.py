@@ -23,10 +23,12 @@ from imgcls.version import __version__
 if TYPE_CHECKING:
     from imgcls.inference import Classifier
     from imgcls.run import Run
+    from imgcls.tune import Tuned
     from imgcls.visual.notebook import CheckResult, EvaluationResult
 
 __all__ = [
     "train",
+    "tune",
     "load",
     "check",
     "evaluate",
@@ -47,6 +49,14 @@ def train(data: str | Path | None = None, recipe: str | None = None, **settings:
     from imgcls.api import train as train_run
 
     return train_run(data, recipe, **settings)
+
+
+def tune(data: str | Path | None = None, recipe: str | None = None, **settings: Any) -> Tuned:
+    """Search variants of a recipe on DATA within `budget="10m"` (Optuna; at most `trials=`) and return
+    the study (`.best_run`, `.trials`); other settings are fixed for every trial (see `imgcls.tune`)."""
+    from imgcls.tune import tune as tune_recipe
+
+    return tune_recipe(data, recipe, **settings)
 
 
 def load(run: str | Path | Run, engine: str = "auto") -> Classifier:

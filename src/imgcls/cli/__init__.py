@@ -1,6 +1,7 @@
 """The `imgcls` command: typer commands grouped by verb, which call the layers below and hold no logic.
 
 train.py    train, recipes, models, summary
+tune.py     tune
 inspect.py  evaluate, mistakes, report, explain
 data.py     data check, data split, data suspects
 show.py     show samples, show augment, show activations
@@ -18,7 +19,7 @@ from imgcls.cli.render import err_console
 from imgcls.errors import ImgclsError
 from imgcls.files import describe_os_error
 
-COMMAND_MODULES = ("train", "inspect", "ship", "data", "show")  # each adds its commands to `app`; --help order
+COMMAND_MODULES = ("train", "tune", "inspect", "ship", "data", "show")  # each adds its commands to `app`; --help order
 for _module in COMMAND_MODULES:
     importlib.import_module(f"imgcls.cli.{_module}")
 

@@ -171,5 +171,46 @@ def print_recipes(recipes: list, default: str) -> None:
         console.print(f"    {r.description}\n    [dim]expected: {r.expected}[/dim]", soft_wrap=True)
 
 
+def print_tune_result(result) -> None:
+    """What `imgcls tune` says at the end: every trial (the settings that differ from the recipe), the
+    best run and what to do with it."""
+    best = result.best
+    with_test = any(t.test_accuracy is not None for t in result.trials)
+    columns = ["trial", "state", Column("settings changed", overflow="fold"), "val acc", "val loss", "seconds"]
+    table = Table(*columns, *(["test acc"] if with_test else []), title=f"{result.recipe}: {len(result.trials)} trials")
+    for t in result.trials:
+        changed = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.changed.items())
+        seconds = f"{t.seconds:.1f}" if t.state != "skipped-for-time" else f"~{t.estimated_seconds:.0f}"
+        changed = changed or ("(the recipe)" if t.number == 0 else "")
+        row = [str(t.number), t.state, escape(changed), _percent(t.val_accuracy), _fmt4(t.val_loss), seconds]
+        style = "bold green" if best is not None and t.number == best.number else None
+        table.add_row(*row, *([_percent(t.test_accuracy)] if with_test else []), style=style)
+    console.print(table)
+    console.print(
+        f"{result.seconds:.0f} s of {result.budget:.0f} s; stopped: {result.stopped}. "
+        f"Trials: {escape(str(result.path / 'trials.jsonl'))}, best: {escape(str(result.path / 'study.json'))}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if best is None:
+        return
+    test = f"; test accuracy {best.test_accuracy:.2%}" if best.test_accuracy is not None else ""
+    console.print(
+        f"[bold green]Best:[/bold green] trial {best.number}, val accuracy [bold]{best.val_accuracy:.2%}[/bold] "
+        f"(chosen on val, so optimistic){test}",
+        highlight=False,
+    )
+    console.print(f"Best run: [bold]{escape(best.run)}[/bold]", soft_wrap=True)
+    console.print(f"Next: imgcls evaluate {best.run}   |   imgcls predict {best.run} PHOTO.jpg", soft_wrap=True)
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.2%}"
+
+
+def _fmt4(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.6f}"
