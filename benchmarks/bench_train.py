@@ -30,6 +30,7 @@ def main() -> None:
         "--set", action="append", default=[], metavar="FIELD=JSON", help="recipe override, e.g. views=3"
     )
     parser.add_argument("--tag", default="", help="suffix of the result file name")
+    parser.add_argument("--seed", type=int, default=0, help="imgcls.train(seed=): split, init, batches, augmentation")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "imgcls-bench-runs")
     args = parser.parse_args()
     if not args.warm_cache:
@@ -40,7 +41,9 @@ def main() -> None:
     data = args.data or shared_data("cats_vs_dogs")
     started = time.perf_counter()
     overrides = {key: json.loads(value) for key, _, value in (item.partition("=") for item in args.set)}
-    run = imgcls.train(str(data), args.recipe, epochs=args.epochs, out=args.out, progress=False, **overrides)
+    run = imgcls.train(
+        str(data), args.recipe, epochs=args.epochs, out=args.out, progress=False, seed=args.seed, **overrides
+    )
     total = time.perf_counter() - started
     history, metrics = run.history, run.spec.metrics
     later = [row["seconds"] for row in history[1:]]
@@ -48,6 +51,7 @@ def main() -> None:
         f"train-{args.recipe}{args.tag}" + ("-warm-cache" if args.warm_cache else ""),
         {
             "overrides": overrides,
+            "seed": args.seed,
             "data": str(data),
             "run": str(run),
             "kept": run.kept,

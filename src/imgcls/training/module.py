@@ -8,6 +8,8 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import LearningRateFinder, WeightAveraging
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from imgcls.models.classifier import ModelSpec, build_classifier
 
@@ -122,8 +124,25 @@ class ClassifierModule(L.LightningModule):
         )
         return loss
 
+    def configure_callbacks(self) -> list[L.Callback]:
+        """With `recipe.ema`: validation, checkpoints and the kept model use a moving average of the
+        weights (less noise than the last step's; Lightning swaps it in). Not while finding a rate."""
+        decay = self.recipe.get("ema") or 0.0
+        finding = any(isinstance(c, LearningRateFinder) for c in self.trainer.callbacks)
+        if self.stage != "train" or not decay or finding:
+            return []
+        return [WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(decay))]
+
+    def train_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Training images at `recipe.train_image_size`: fewer pixels per step, and validating at the larger
+        size suits crops that enlarge objects (Touvron et al., FixRes)."""
+        size = self.recipe.get("train_image_size")
+        if not size or tuple(pixels.shape[-2:]) == (size, size):
+            return pixels
+        return F.interpolate(pixels.float(), size=(size, size), mode="bilinear", antialias=True)
+
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
-        loss = self._shared_step(batch, "")
+        loss = self._shared_step((self.train_pixels(batch[0]), batch[1]), "")
         if self.loggers:  # experiment trackers also get the loss of every step (history.csv: per epoch)
             self.log("step_loss", loss.detach(), on_step=True, on_epoch=False)
         now = time.perf_counter()
