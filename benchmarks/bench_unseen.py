@@ -68,8 +68,9 @@ def train(data: Path, options: str, folder: Path) -> dict:
     seconds = time.perf_counter() - started
     run = next(path for path in out.iterdir() if (path / "metrics.json").is_file())
     metrics = json.loads((run / "metrics.json").read_text())
-    kept = yaml.safe_load((run / "config.yaml").read_text()).get("kept", {})
-    return {"accuracy": metrics["accuracy"], "seconds": round(seconds, 1), "kept": kept}
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    found = {"accuracy": metrics["accuracy"], "seconds": round(seconds, 1), "kept": config.get("kept", {})}
+    return found | ({"budget": config["budget"]["picked"]} if config.get("budget") else {})
 
 
 def main() -> None:
@@ -85,7 +86,9 @@ def main() -> None:
             data = build(name, Path(scratch))
             for variant, options in variants.items():
                 row = {"dataset": name, "variant": variant, "options": options, **train(data, options, Path(scratch))}
-                print(f"{name:16} {variant:12} {row['accuracy']:.2%} in {row['seconds']} s ({row['kept']})", flush=True)
+                picked = f", budget: {row['budget']}" if "budget" in row else ""
+                result = f"{row['accuracy']:.2%} in {row['seconds']} s"
+                print(f"{name:16} {variant:12} {result} ({row['kept']}{picked})", flush=True)
                 rows.append(row)
     write_result(f"unseen{args.tag}", {"runs": rows})
 

@@ -43,6 +43,7 @@ DEFAULT_DATA = "cats-vs-dogs"
 OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(TrainOptions))
 RENAMED = {"unfreeze_from": "unfreeze"}  # CLI name -> recipe field
 RESUME_SETTINGS = ("progress", "report", "address")  # all a resumed run takes: the rest is its own
+EPOCH_FIELDS = frozenset({"epochs", "lr", "optimizer", "schedule", "batch_size", "weight_decay", "early_stopping"})
 
 
 def train(
@@ -179,7 +180,7 @@ def resolve(recipe: str | Recipe | None, settings: dict[str, Any]) -> tuple[Reci
         raise ImgclsError(f"--channels {channels}: use 1 (grayscale) or 3 (RGB)")
     settings["augment"] = _augmentation(chosen.augment, settings.pop("augment", None), settings.pop("aug", None))
     fields = {RENAMED.get(k, k): v for k, v in settings.items()}
-    chosen = chosen.override(**fields)
+    chosen = _head_by_epochs_when_asked(chosen.override(**fields), fields, options)
     if backbone:
         if chosen.model != "transfer":
             raise ImgclsError(f"--backbone needs a transfer recipe; {chosen.name} trains {chosen.model}")
@@ -191,6 +192,18 @@ def resolve(recipe: str | Recipe | None, settings: dict[str, Any]) -> tuple[Reci
             f"--fine-tune-lr find: {chosen.name} has no fine-tune stage here (a transfer recipe with --fine-tune)"
         )
     return chosen, options
+
+
+def _head_by_epochs_when_asked(recipe: Recipe, fields: dict[str, Any], options: TrainOptions) -> Recipe:
+    """`--epochs 30` (or a learning rate, optimizer, schedule, batch size) on a recipe whose head is
+    fitted by L-BFGS means "train the head for epochs": those settings would otherwise do nothing."""
+    asked = sorted(EPOCH_FIELDS & (fields.keys() | set(options.lr_find)))
+    if recipe.model != "transfer" or recipe.head_fit != "lbfgs-cv" or "head_fit" in fields or not asked:
+        return recipe
+    import logging
+
+    logging.getLogger("imgcls").info("%s given: the head trains for epochs (head_fit epochs)", ", ".join(asked))
+    return recipe.override(head_fit="epochs")
 
 
 def _learning_rates(settings: dict[str, Any]) -> tuple[str, ...]:

@@ -66,6 +66,7 @@ class Recipe:
     # transfer learning (model "transfer"): stage 1 trains the head on cached backbone features
     weights: str | None = None  # "imagenet" (package or download) | a weights file | None = random
     views: int = 1  # feature views per training image: 1 plain + (views - 1) augmented
+    head_fit: str = "epochs"  # epochs: optimizer + schedule as above | lbfgs-cv: L2 logistic regression, strength by CV
     fine_tune: bool = False  # stage 2: unfreeze part of the backbone and train on images
     unfreeze: str = "last:2"  # "last:N" blocks | a block/layer name (unfreeze what follows) | "all"
     fine_tune_epochs: int = 3
@@ -83,6 +84,8 @@ class Recipe:
             raise ImgclsError(f"unknown recipe field(s): {', '.join(sorted(unknown))}")
         for name in LR_FIELDS.keys() & changes.keys():
             changes[name] = _number_lr(name, changes[name])
+        if "head_fit" in changes and changes["head_fit"] not in HEAD_FITS:
+            raise ImgclsError(f"head_fit {changes['head_fit']!r}: use one of {', '.join(HEAD_FITS)}")
         if "resize" in changes and changes["resize"] not in RESIZE_POLICIES:
             raise ImgclsError(f"resize {changes['resize']!r}: use one of {', '.join(RESIZE_POLICIES)}")
         if isinstance(changes.get("augment"), dict):  # e.g. from JSON: {"horizontal_flip": true}
@@ -103,6 +106,7 @@ class Recipe:
         return cls(**values)
 
 
+HEAD_FITS = ("epochs", "lbfgs-cv")  # how stage 1 of a transfer recipe fits its head (imgcls.training.logistic)
 LR_FIELDS = {"lr": "--lr", "fine_tune_lr": "--fine-tune-lr"}  # learning-rate fields and their options
 FIND_LR = "find"  # instead of a number: Lightning's learning-rate finder picks it (imgcls.training.lr_find)
 

@@ -72,6 +72,9 @@ def train(
     views: Annotated[
         int | None, _opt("Cached feature views per training image (1 plain + augmented)", TRANSFER)
     ] = None,
+    head_fit: Annotated[
+        str | None, _opt("Stage 1: lbfgs-cv (L2 logistic regression, strength by cross-validation) or epochs", TRANSFER)
+    ] = None,
     fine_tune: Annotated[
         bool | None, _opt("Stage 2: unfreeze part of the backbone", TRANSFER, "--fine-tune/--no-fine-tune")
     ] = None,
@@ -84,6 +87,14 @@ def train(
     ] = None,
     fine_tune_image_size: Annotated[
         int | None, _opt("Input size of stage 2 and of the model it keeps (progressive resizing)", TRANSFER)
+    ] = None,
+    budget: Annotated[
+        str | None,
+        _opt(
+            "Time for a transfer training, e.g. 60s, 5m, or off: picks the backbone, size and resize that "
+            "fit, by cross-validation (default 60s for the default recipe on up to 10,000 photos)",
+            TRANSFER,
+        ),
     ] = None,
     out: Annotated[Path, _opt("Folder that holds run folders", RUN)] = Path("runs"),
     name: Annotated[str | None, _opt("Run name (default: the recipe's); never overwritten", RUN)] = None,

@@ -14,6 +14,7 @@ from imgcls.errors import ImgclsError
 
 LOCAL_ONLY = ("out", "name", "progress", "report", "address")  # how this process runs, not what the run is
 ENGINES = ("local", "ray")
+BUDGET_OFF = ("off", "0")  # --budget off: the recipe as it is, however long it takes
 DURATION_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600}  # --budget 90s | 10m | 1.5h | 300 (seconds)
 
 
@@ -50,7 +51,7 @@ class TrainOptions:
     labels: LabelOptions | None = None  # file names or a CSV instead of class folders
     progress: bool = True
     report: bool = True  # write report.html at the end (a failure there is a warning, not a failed training)
-    budget: float | None = None  # seconds the whole training may take (--budget 60s): transfer picks what fits
+    budget: float | None = None  # seconds a transfer training may take (--budget 60s; 0 = off): it picks what fits
 
     def __post_init__(self) -> None:
         self.logger = (self.logger,) if isinstance(self.logger, str) else tuple(self.logger or ())
@@ -59,7 +60,7 @@ class TrainOptions:
         if self.workers < 1:
             raise ImgclsError(f"--workers {self.workers}: give at least 1")
         if self.budget is not None:
-            self.budget = parse_duration(self.budget)
+            self.budget = 0.0 if str(self.budget).strip().lower() in BUDGET_OFF else parse_duration(self.budget)
         if self.workers > 1 and self.engine != "ray":
             raise ImgclsError("--workers is for --engine ray; on one machine use --devices N")
         self._check_lr_find()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,7 @@ from imgcls.progress import is_rank_zero
 from imgcls.recipes import Recipe
 from imgcls.run import Run, TrainOptions
 from imgcls.run.folder import RUN_DIR_ENV
+from imgcls.training.budget import budget_applies, plan
 from imgcls.training.plain import fit_plain
 from imgcls.training.steps import Job
 from imgcls.training.transfer import fit_transfer
@@ -43,17 +45,23 @@ def strategy_for(recipe: Recipe) -> Strategy:
 def train(data: str | Path | None, recipe: Recipe, options: TrainOptions | None = None, into: Run | None = None) -> Run:
     """Train `recipe` on DATA into a new run folder (config, model, history, metrics, plots), or `into`
     an empty one made for it (by `imgcls.cluster`, whose workers all join it)."""
+    started = time.perf_counter()
     keep_freed_memory()
     options = options or TrainOptions()
     dataset = discover(
         data, recipe.val_split, options.seed, options.data_dir, progress=options.progress, labels=options.labels
     )
+    budget, choice = budget_applies(recipe, options, dataset), None
+    if budget:
+        recipe, choice = plan(dataset, recipe, budget, started)
     run = into or Run.create(options.out, options.name or recipe.name)
     job = Job(run, dataset, recipe, options)
     try:
         with failed_writes_explained(job):
             if is_rank_zero():
-                run.write_start(run_config(data, dataset, recipe, options), dataset)
+                run.write_start(
+                    run_config(data, dataset, recipe, options) | ({"budget": choice} if choice else {}), dataset
+                )
             strategy_for(recipe)(job, False)
     except ImgclsError:
         if is_rank_zero():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 
 import lightning as L
 import torch
@@ -26,7 +27,9 @@ from imgcls.models.classifier import predict_probabilities, probabilities
 from imgcls.models.transfer import feature_shape
 from imgcls.progress import is_rank_zero
 from imgcls.recipes import model_spec
+from imgcls.run import write_history
 from imgcls.training.callbacks import BestWeightsInMemory, is_better
+from imgcls.training.logistic import fit_logistic_cv
 from imgcls.training.lr_find import choose_lr
 from imgcls.training.module import ClassifierModule
 from imgcls.training.steps import (
@@ -136,6 +139,8 @@ def _train_head(job: Job, module: ClassifierModule, features: dict[str, FeatureS
     """Stage 1 on cached features, in one process (seconds: more processes would only add start-up);
     ends with the best head restored. Returns its score on `recipe.monitor` and its epoch."""
     recipe, options = job.recipe, job.options
+    if recipe.head_fit == "lbfgs-cv":
+        return _fit_logistic_head(job, module, features)
     train, val = features["train"], features["val"]
     train_loader = make_loader(
         train.features.flatten(0, 1),
@@ -151,6 +156,37 @@ def _train_head(job: Job, module: ClassifierModule, features: dict[str, FeatureS
     run_trainer(job, trainer, module, (train_loader, val_loader), "head", None)
     best = next(c for c in trainer.callbacks if isinstance(c, BestWeightsInMemory))
     return best.best_score, best.best_epoch
+
+
+def _fit_logistic_head(job: Job, module: ClassifierModule, features: dict[str, FeatureSet]) -> tuple[float, int]:
+    """`head_fit="lbfgs-cv"`: the linear head as L2 logistic regression whose strength k-fold
+    cross-validation on the training features chose; one history row ("epoch" 1) with its losses."""
+    head, spec = module.model.net.head, module.spec
+    linear = head[-1] if isinstance(head, torch.nn.Sequential) else head
+    if any(isinstance(layer, torch.nn.Linear) for layer in head[:-1]) or not isinstance(linear, torch.nn.Linear):
+        raise ImgclsError("head_fit lbfgs-cv fits a linear head; this recipe's head has a hidden layer: use epochs")
+    train, val = features["train"], features["val"]
+    started = time.perf_counter()
+    binary, seed = spec.output == "sigmoid", job.options.seed
+    fit = fit_logistic_cv(train.features, train.labels, binary, class_weights=module.class_weights, seed=seed)
+    fit.apply_to(linear)
+    row = {"stage": "head", "epoch": 1, "lr": fit.strength, "seconds": time.perf_counter() - started}
+    with torch.inference_mode():
+        for prefix, split in (("", train), ("val_", val)):
+            logits = head_logits(head.eval(), split)
+            row[f"{prefix}loss"] = float(module.loss(logits, split.labels))
+            row[f"{prefix}accuracy"] = float((module.predicted(logits) == split.labels).float().mean())
+    write_history(job.run.history_path, [row])
+    log.info(
+        "stage 1: logistic head, L2 strength %.3g chosen by %d-fold cross-validation on the training features "
+        "(out-of-fold accuracy %.2f%%), %.1f s; val accuracy %.2f%%",
+        fit.strength,
+        fit.folds,
+        100 * fit.cv_accuracy,
+        row["seconds"],
+        100 * row["val_accuracy"],
+    )
+    return row[job.recipe.monitor], 1
 
 
 def _started_together() -> bool:

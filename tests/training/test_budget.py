@@ -1,0 +1,118 @@
+"""`--budget`: on real photos, a budget that covers everything compares every candidate by cross-
+validated loss on training photos only and the run trains what it picked (config.yaml says why);
+a budget too small for any takes the fastest; a candidate that cannot finish in time is dropped
+before it is built; settings the user gave are kept; the default applies to the default recipe
+only; bad budgets and recipes that cannot take one are one clear message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import imgcls
+from imgcls.data.discover import discover
+from imgcls.errors import ImgclsError
+from imgcls.recipes import get_recipe
+from imgcls.run import TrainOptions
+from imgcls.training import budget
+
+IMGCLS = Path(sys.executable).with_name("imgcls")
+pytestmark = [pytest.mark.slow, pytest.mark.shared_data, pytest.mark.usefixtures("one_thread")]
+
+SMALL = {  # the real candidates' structure at sizes a test can afford
+    "lite0@64/crop": {"backbone": "efficientnet_lite0", "image_size": 64, "resize": "crop", "cost": 1.0},
+    "lite0@64/squash": {"backbone": "efficientnet_lite0", "image_size": 64, "resize": "squash", "cost": 1.0},
+    "lite0@48/crop": {"backbone": "efficientnet_lite0", "image_size": 48, "resize": "crop", "cost": 0.6},
+}
+
+
+@pytest.fixture(scope="module")
+def env(training_env, tmp_path_factory):
+    with training_env(tmp_path_factory.mktemp("imgcls-cache")):
+        yield
+
+
+@pytest.fixture(scope="module")
+def photos(cats_dogs_tree, tmp_path_factory):
+    return cats_dogs_tree(tmp_path_factory.mktemp("data") / "cats-dogs", train=40, val=6)
+
+
+@pytest.fixture
+def small_candidates(monkeypatch):
+    monkeypatch.setattr(budget, "CANDIDATES", dict(SMALL))
+    monkeypatch.setattr(budget, "REFERENCE", "lite0@64/crop")
+    monkeypatch.setattr(budget, "SAMPLE_PHOTOS", {"min": 16, "max": 600})
+    monkeypatch.setattr(budget, "RESERVE", {"seconds": 0.0, "share": 0.0})
+
+
+def test_a_budget_that_covers_everything_compares_all_on_training_photos(env, photos, small_candidates, tmp_path):
+    run = imgcls.train(photos, budget="10m", out=tmp_path, progress=False, report=False)
+    record = yaml.safe_load((run.path / "config.yaml").read_text())["budget"]
+    assert [c["name"] for c in record["candidates"]] == list(SMALL)
+    assert all(c["fits"] and 0 <= c["cv_accuracy"] <= 1 and c["cv_loss"] > 0 for c in record["candidates"])
+    picked = SMALL[record["picked"]]
+    assert (run.spec.image_size, run.spec.resize) == (picked["image_size"], picked["resize"])
+    assert run.recipe.image_size == picked["image_size"]  # what --resume and the report read
+    best = min(record["candidates"], key=lambda c: c["cv_loss"])
+    assert record["picked"] in (best["name"], "lite0@64/crop")  # the preferred one unless beaten by > 1 SE
+    assert "training photos" in record["why"]
+
+
+def test_too_small_a_budget_takes_the_fastest(env, photos, small_candidates):
+    dataset = discover(photos, 0.2, 0)
+    recipe, record = budget.plan(dataset, get_recipe("transfer"), 0.5, time.perf_counter())
+    fastest = min(record["candidates"], key=lambda c: c["seconds_estimate"])
+    assert record["picked"] == fastest["name"] and "fastest" in record["why"]
+    assert not any(c["fits"] for c in record["candidates"])
+    assert (recipe.image_size, recipe.resize) == (SMALL[fastest["name"]]["image_size"], SMALL[fastest["name"]]["resize"])
+    # the one timed is built already: the others pay for building theirs (their share of its cost)
+    timed, other = record["candidates"][0], record["candidates"][2]
+    assert other["seconds_estimate"] > 0.6 * timed["seconds_estimate"]
+
+
+def test_a_candidate_that_cannot_finish_is_dropped_unbuilt(env, photos, small_candidates, monkeypatch):
+    monkeypatch.setitem(budget.CANDIDATES, "lite0@64/squash", {**SMALL["lite0@64/squash"], "cost": 1e6})
+    built = []
+    real = budget._extractor
+    monkeypatch.setattr(budget, "_extractor", lambda recipe: built.append(recipe.resize) or real(recipe))
+    dataset = discover(photos, 0.2, 0)
+    _, record = budget.plan(dataset, get_recipe("transfer"), 600, time.perf_counter())
+    squash = next(c for c in record["candidates"] if c["name"] == "lite0@64/squash")
+    assert not squash["fits"] and "needs about" in squash["note"]
+    assert "squash" not in built and record["picked"] != "lite0@64/squash"
+
+
+def test_what_the_user_set_is_kept(env, photos, small_candidates):
+    dataset = discover(photos, 0.2, 0)
+    given = get_recipe("transfer").override(resize="squash", image_size=64)
+    recipe, record = budget.plan(dataset, given, 600, time.perf_counter())
+    assert [c["name"] for c in record["candidates"]] == ["lite0@64/squash"]
+    assert recipe.resize == "squash" and record["why"] == "the only one that fits"
+    odd = get_recipe("transfer").override(image_size=80)
+    assert budget.plan(dataset, odd, 600, time.perf_counter())[0] is odd  # no candidate at 80 px: as given
+
+
+def test_the_default_budget_is_for_the_default_recipe_alone(photos):
+    dataset = discover(photos, 0.2, 0)
+    default = get_recipe("transfer")
+    assert budget.budget_applies(default, TrainOptions(), dataset) == budget.DEFAULT_BUDGET["seconds"]
+    assert budget.budget_applies(default.override(image_size=128), TrainOptions(), dataset) is None
+    assert budget.budget_applies(default.override(fine_tune=True), TrainOptions(), dataset) is None
+    assert budget.budget_applies(default, TrainOptions(budget="off"), dataset) is None
+    assert budget.budget_applies(get_recipe("scratch"), TrainOptions(), dataset) is None
+    assert budget.budget_applies(default.override(image_size=128), TrainOptions(budget="2m"), dataset) == 120
+    with pytest.raises(ImgclsError, match="--budget chooses the backbone of a transfer recipe"):
+        budget.budget_applies(get_recipe("scratch"), TrainOptions(budget="2m"), dataset)
+
+
+def test_a_bad_budget_is_one_message(photos, tmp_path):
+    command = [IMGCLS, "train", photos, "--budget", "ten minutes", "--out", tmp_path]
+    result = subprocess.run([str(part) for part in command], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "--budget 'ten minutes': give a duration such as 60s, 10m or 1.5h" in result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
