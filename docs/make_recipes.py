@@ -54,7 +54,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "fine_tune_image_size",
     ),
 }
-NOT_FIELDS = ("name", "description", "expected", "augment")  # shown as text, or in their own section
+NOT_FIELDS = ("name", "description", "expected", "command", "augment")  # shown as text, or in their own section
 
 
 def field_comments(cls: type) -> dict[str, str]:
@@ -97,6 +97,8 @@ def recipe_section(recipe, default: str, comments: dict[str, str], augment_help:
     values = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(recipe)}
     title = f"## `{recipe.name}`" + (" (default)" if recipe.name == default else "")
     lines = [title, "", recipe.description + ".", "", f"Expected: {recipe.expected}.", ""]
+    if recipe.command:
+        lines += [f"Measured with `{recipe.command}`.", ""]
     lines += ["```bash", f"imgcls train PHOTOS --recipe {recipe.name}", "```", ""]
     grouped = {name for names in GROUPS.values() for name in names}
     other = tuple(name for name in values if name not in grouped and name not in NOT_FIELDS)

@@ -450,7 +450,9 @@ class _Search:
         log.info("trial %d: %s", trial.number, _shown(row["changed"]) or "the recipe as it is")
         started = time.monotonic()
         try:
-            run = train_run(self.data, self.recipe, **self.settings, **values, out=out, name=name)
+            # trial 0 is `imgcls train` as it is (its --budget may choose); the others train what was sampled
+            planned = {} if trial.number == 0 else {"budget": "off"}
+            run = train_run(self.data, self.recipe, **self.settings, **values, **planned, out=out, name=name)
         except (ImgclsError, KeyboardInterrupt) as error:
             if isinstance(error, KeyboardInterrupt):
                 ctrl_c.pressed.set()

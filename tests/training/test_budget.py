@@ -87,6 +87,24 @@ def test_a_candidate_that_cannot_finish_is_dropped_unbuilt(env, photos, small_ca
     assert "squash" not in built and record["picked"] != "lite0@64/squash"
 
 
+def test_fine_tuning_gets_the_epochs_that_fit(env, photos, small_candidates, monkeypatch):
+    dataset = discover(photos, 0.2, 0)
+    recipe = get_recipe("transfer").override(fine_tune=True, fine_tune_epochs=3, fine_tune_image_size=64)
+    reference = (0.0, 0.01)  # seconds to build, per photo
+    monkeypatch.setattr(budget, "FINE_TUNE_COST", 1.0)
+    features = 0.01 * len(dataset.splits["train"]) + 0.01 * len(dataset.splits["val"])  # one pass over the photos
+    now = time.perf_counter()
+    roomy = budget._estimate("lite0@64/crop", recipe, dataset, reference, now + 10 * features, "lite0@64/crop")
+    tight = budget._estimate("lite0@64/crop", recipe, dataset, reference, now + 2.5 * features, "lite0@64/crop")
+    short = budget._estimate("lite0@64/crop", recipe, dataset, reference, now + 1.5 * features, "lite0@64/crop")
+    assert (roomy.fits, roomy.fine_tune_epochs) == (True, 3)
+    assert roomy.seconds_estimate == pytest.approx(4 * features)  # features, then 3 epochs at their cost
+    assert (tight.fits, tight.fine_tune_epochs, tight.note) == (True, 1, "time for 1 of 3 fine-tuning epochs")
+    assert not short.fits and short.fine_tune_epochs == 0
+    kept = budget._candidate_recipe(recipe, "lite0@48/crop", tight.fine_tune_epochs)
+    assert (kept.image_size, kept.fine_tune_image_size, kept.fine_tune_epochs) == (48, 64, 1)  # resized up only
+
+
 def test_what_the_user_set_is_kept(env, photos, small_candidates):
     dataset = discover(photos, 0.2, 0)
     given = get_recipe("transfer").override(resize="squash", image_size=64)
@@ -102,7 +120,7 @@ def test_the_default_budget_is_for_the_default_recipe_alone(photos):
     default = get_recipe("transfer")
     assert budget.budget_applies(default, TrainOptions(), dataset) == budget.DEFAULT_BUDGET["seconds"]
     assert budget.budget_applies(default.override(image_size=128), TrainOptions(), dataset) is None
-    assert budget.budget_applies(default.override(fine_tune=True), TrainOptions(), dataset) is None
+    assert budget.budget_applies(default.override(fine_tune=True), TrainOptions(), dataset) == 300
     assert budget.budget_applies(default, TrainOptions(budget="off"), dataset) is None
     assert budget.budget_applies(get_recipe("scratch"), TrainOptions(), dataset) is None
     assert budget.budget_applies(default.override(image_size=128), TrainOptions(budget="2m"), dataset) == 120

@@ -163,12 +163,14 @@ def print_recipes(recipes: list, default: str) -> None:
     for r in recipes:
         marker = " [green](default)[/green]" if r.name == default else ""
         augment = "augmented" if r.augment.enabled else "no augmentation"
+        training = f"batch {r.batch_size}, {r.epochs} epochs, {r.optimizer} lr {r.lr:g} ({r.schedule})"
+        if r.model == "transfer" and r.head_fit == "lbfgs-cv":
+            training = "head: L2 logistic regression, strength by 5-fold cross-validation"
         console.print(
-            f"[bold]{r.name}[/bold]{marker}: {r.model}, {r.image_size} px, batch {r.batch_size}, {r.epochs} epochs, "
-            f"{r.optimizer} lr {r.lr:g} ({r.schedule}), {augment}",
-            soft_wrap=True,
+            f"[bold]{r.name}[/bold]{marker}: {r.model}, {r.image_size} px, {training}, {augment}", soft_wrap=True
         )
-        console.print(f"    {r.description}\n    [dim]expected: {r.expected}[/dim]", soft_wrap=True)
+        measured = f"\n    [dim]command: {escape(r.command)}[/dim]" if r.command else ""
+        console.print(f"    {r.description}\n    [dim]measured: {escape(r.expected)}[/dim]{measured}", soft_wrap=True)
 
 
 def print_tune_result(result) -> None:

@@ -57,7 +57,14 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 }
 REFERENCE = "efficientnet_lite0@224/crop"
 PLANNED = ("backbone", "image_size", "resize")  # what the budget chooses, unless the user set it
-DEFAULT_BUDGET = {"seconds": 60.0, "max_train_photos": 10_000}  # `imgcls train` without --budget
+DEFAULT_BUDGET = {  # `imgcls train` without --budget, on the default recipe
+    "seconds": 60.0,
+    "fine_tune_seconds": 300.0,  # with --fine-tune
+    "max_train_photos": 10_000,  # more: no default budget (say --budget to have one)
+}
+# one fine-tuning epoch (train + val photos), per photo, in feature seconds of the same backbone and size;
+# measured: efficientnet_lite0 at 224 px, 47.7 s per epoch for 2,000 + 1,000 photos, 11.7 ms per photo features
+FINE_TUNE_COST = 1.4
 TIMING_PHOTOS = 32  # timed for the reference (its features are kept)
 SAMPLE_PHOTOS = {"min": 64, "max": 600}  # training photos each candidate is compared on
 RESERVE = {"seconds": 6.0, "share": 0.05}  # kept for the head, metrics, model files and the ONNX export
@@ -73,10 +80,13 @@ class Weighed:
     cv_loss: float | None = None
     cv_accuracy: float | None = None
     note: str = ""
+    fine_tune_epochs: int | None = None  # with --fine-tune: the epochs of stage 2 that fit
     out_of_fold: torch.Tensor | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         found = {"name": self.name, "seconds_estimate": round(self.seconds_estimate, 1), "fits": self.fits}
+        if self.fine_tune_epochs is not None:
+            found["fine_tune_epochs"] = self.fine_tune_epochs
         if self.cv_loss is not None:
             found |= {"cv_loss": round(self.cv_loss, 5), "cv_accuracy": round(self.cv_accuracy, 4)}
         return found | ({"note": self.note} if self.note else {})
@@ -97,7 +107,9 @@ def budget_applies(recipe: Recipe, options: TrainOptions, dataset: Dataset) -> f
         return None
     untouched = all(_planned_value(recipe, key) == _planned_value(default, key) for key in PLANNED)
     small = len(dataset.splits["train"]) <= DEFAULT_BUDGET["max_train_photos"]
-    return DEFAULT_BUDGET["seconds"] if untouched and small and not recipe.fine_tune else None
+    if not (untouched and small):
+        return None
+    return DEFAULT_BUDGET["fine_tune_seconds" if recipe.fine_tune else "seconds"]
 
 
 def plan(dataset: Dataset, recipe: Recipe, budget: float, started: float) -> tuple[Recipe, dict[str, Any]]:
@@ -113,8 +125,7 @@ def plan(dataset: Dataset, recipe: Recipe, budget: float, started: float) -> tup
     timed = REFERENCE if REFERENCE in names else names[0]
     setup, per_photo = _time(_candidate_recipe(recipe, timed), _sample(train, TIMING_PHOTOS))
     setup, per_photo = setup / CANDIDATES[timed]["cost"], per_photo / CANDIDATES[timed]["cost"]
-    photos = _photos_to_extract(dataset, recipe)
-    weighed = [_estimate(name, setup, per_photo, photos, deadline, timed) for name in names]
+    weighed = [_estimate(name, recipe, dataset, (setup, per_photo), deadline, timed) for name in names]
     fitting = [w for w in weighed if w.fits]
     if not fitting:
         cheapest = min(weighed, key=lambda w: w.seconds_estimate)
@@ -154,10 +165,13 @@ def _candidates(recipe: Recipe) -> list[str]:
     return found
 
 
-def _candidate_recipe(recipe: Recipe, name: str) -> Recipe:
-    settings = CANDIDATES[name]
+def _candidate_recipe(recipe: Recipe, name: str, fine_tune_epochs: int | None = None) -> Recipe:
+    settings, size = CANDIDATES[name], CANDIDATES[name]["image_size"]
     return with_backbone(recipe, settings["backbone"]).override(
-        image_size=settings["image_size"], resize=settings["resize"]
+        image_size=size,
+        resize=settings["resize"],
+        fine_tune_image_size=_fine_tune_size(recipe, size) if recipe.fine_tune_image_size else None,
+        fine_tune_epochs=fine_tune_epochs,
     )
 
 
@@ -205,14 +219,32 @@ def _time(recipe: Recipe, samples: list) -> tuple[float, float]:
     return built - began, (time.perf_counter() - built) / max(1, len(samples))
 
 
-def _estimate(name: str, setup: float, per_photo: float, photos: int, deadline: float, timed: str) -> Weighed:
-    """Seconds for every photo's features (and, but for the one timed, building the backbone);
-    `setup` and `per_photo` are the reference's."""
+def _estimate(name: str, recipe: Recipe, dataset: Dataset, reference: tuple[float, float], deadline, timed) -> Weighed:
+    """Seconds for every photo's features (and, but for the one `timed`, building the backbone), plus
+    with --fine-tune the epochs of stage 2 that fit (at least one, or the candidate does not fit);
+    `reference`: the reference's seconds to build and per photo."""
+    setup, per_photo = reference
     cost = CANDIDATES[name]["cost"]
-    seconds = cost * per_photo * photos + (0.0 if name == timed else cost * setup)
+    seconds = cost * per_photo * _photos_to_extract(dataset, recipe) + (0.0 if name == timed else cost * setup)
     left = deadline - time.perf_counter()
-    note = "" if seconds <= left else f"needs about {seconds:.0f} s; {max(left, 0):.0f} s left"
-    return Weighed(name, seconds, seconds <= left, note=note)
+    epochs = None
+    if recipe.fine_tune:
+        size = CANDIDATES[name]["image_size"]
+        photos = len(dataset.splits["train"]) + len(dataset.splits["val"])
+        per_epoch = FINE_TUNE_COST * cost * (_fine_tune_size(recipe, size) / size) ** 2 * per_photo * photos
+        epochs = max(0, min(recipe.fine_tune_epochs, int((left - seconds) // per_epoch)))
+        seconds += max(epochs, 1) * per_epoch
+    fits = seconds <= left and epochs != 0
+    note = "" if fits else f"needs about {seconds:.0f} s; {max(left, 0):.0f} s left"
+    if fits and epochs is not None and epochs < recipe.fine_tune_epochs:
+        note = f"time for {epochs} of {recipe.fine_tune_epochs} fine-tuning epochs"
+    return Weighed(name, seconds, fits, note=note, fine_tune_epochs=epochs)
+
+
+def _fine_tune_size(recipe: Recipe, size: int) -> int:
+    """Stage 2 at the recipe's fine-tuning size, never below the candidate's own (progressive resizing
+    goes up: Lite0 from 192 to 224 px; Lite2 stays at 260)."""
+    return max(size, recipe.fine_tune_image_size or size)
 
 
 def _sample_size(fitting: list[Weighed], per_photo: float, deadline: float, train_photos: int) -> int:
@@ -267,4 +299,4 @@ def _chosen(recipe: Recipe, winner: Weighed, weighed: list[Weighed], budget: flo
             score,
             f" ({candidate.note})" if candidate.note else "",
         )
-    return _candidate_recipe(recipe, winner.name), record
+    return _candidate_recipe(recipe, winner.name, winner.fine_tune_epochs or None), record
