@@ -69,7 +69,8 @@ def test_too_small_a_budget_takes_the_fastest(env, photos, small_candidates):
     fastest = min(record["candidates"], key=lambda c: c["seconds_estimate"])
     assert record["picked"] == fastest["name"] and "fastest" in record["why"]
     assert not any(c["fits"] for c in record["candidates"])
-    assert (recipe.image_size, recipe.resize) == (SMALL[fastest["name"]]["image_size"], SMALL[fastest["name"]]["resize"])
+    picked = SMALL[fastest["name"]]
+    assert (recipe.image_size, recipe.resize) == (picked["image_size"], picked["resize"])
     # the one timed is built already: the others pay for building theirs (their share of its cost)
     timed, other = record["candidates"][0], record["candidates"][2]
     assert other["seconds_estimate"] > 0.6 * timed["seconds_estimate"]

