@@ -6,6 +6,7 @@ only; bad budgets and recipes that cannot take one are one clear message."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -24,11 +25,15 @@ from imgcls.training import budget
 IMGCLS = Path(sys.executable).with_name("imgcls")
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data, pytest.mark.usefixtures("one_thread")]
 
-SMALL = {  # the real candidates' structure at sizes a test can afford
-    "lite0@64/crop": {"backbone": "efficientnet_lite0", "image_size": 64, "resize": "crop", "cost": 1.0},
-    "lite0@64/squash": {"backbone": "efficientnet_lite0", "image_size": 64, "resize": "squash", "cost": 1.0},
-    "lite0@48/crop": {"backbone": "efficientnet_lite0", "image_size": 48, "resize": "crop", "cost": 0.6},
+SMALL = {  # the real candidates at sizes a test can afford
+    c.name: c
+    for c in (
+        budget.Candidate("efficientnet_lite0", 64, "crop", 1.0),
+        budget.Candidate("efficientnet_lite0", 64, "squash", 1.0),
+        budget.Candidate("efficientnet_lite0", 48, "crop", 0.6),
+    )
 }
+CROP64, SQUASH64, CROP48 = SMALL
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +50,7 @@ def photos(cats_dogs_tree, tmp_path_factory):
 @pytest.fixture
 def small_candidates(monkeypatch):
     monkeypatch.setattr(budget, "CANDIDATES", dict(SMALL))
-    monkeypatch.setattr(budget, "REFERENCE", "lite0@64/crop")
+    monkeypatch.setattr(budget, "REFERENCE", CROP64)
     monkeypatch.setattr(budget, "SAMPLE_PHOTOS", {"min": 16, "max": 600})
     monkeypatch.setattr(budget, "RESERVE", {"seconds": 0.0, "share": 0.0})
 
@@ -56,36 +61,36 @@ def test_a_budget_that_covers_everything_compares_all_on_training_photos(env, ph
     assert [c["name"] for c in record["candidates"]] == list(SMALL)
     assert all(c["fits"] and 0 <= c["cv_accuracy"] <= 1 and c["cv_loss"] > 0 for c in record["candidates"])
     picked = SMALL[record["picked"]]
-    assert (run.spec.image_size, run.spec.resize) == (picked["image_size"], picked["resize"])
-    assert run.recipe.image_size == picked["image_size"]  # what --resume and the report read
+    assert (run.spec.image_size, run.spec.resize) == (picked.image_size, picked.resize)
+    assert run.recipe.image_size == picked.image_size  # what --resume and the report read
     best = min(record["candidates"], key=lambda c: c["cv_loss"])
-    assert record["picked"] in (best["name"], "lite0@64/crop")  # the preferred one unless beaten by > 1 SE
+    assert record["picked"] in (best["name"], CROP64)  # the preferred one unless beaten by > 1 SE
     assert "training photos" in record["why"]
 
 
 def test_too_small_a_budget_takes_the_fastest(env, photos, small_candidates):
     dataset = discover(photos, 0.2, 0)
-    recipe, record = budget.plan(dataset, get_recipe("transfer"), 0.5, time.perf_counter())
+    recipe, record = budget.plan(dataset, get_recipe("transfer"), 0.001, time.perf_counter())
     fastest = min(record["candidates"], key=lambda c: c["seconds_estimate"])
     assert record["picked"] == fastest["name"] and "fastest" in record["why"]
     assert not any(c["fits"] for c in record["candidates"])
     picked = SMALL[fastest["name"]]
-    assert (recipe.image_size, recipe.resize) == (picked["image_size"], picked["resize"])
+    assert (recipe.image_size, recipe.resize) == (picked.image_size, picked.resize)
     # the one timed is built already: the others pay for building theirs (their share of its cost)
     timed, other = record["candidates"][0], record["candidates"][2]
     assert other["seconds_estimate"] > 0.6 * timed["seconds_estimate"]
 
 
 def test_a_candidate_that_cannot_finish_is_dropped_unbuilt(env, photos, small_candidates, monkeypatch):
-    monkeypatch.setitem(budget.CANDIDATES, "lite0@64/squash", {**SMALL["lite0@64/squash"], "cost": 1e6})
+    monkeypatch.setitem(budget.CANDIDATES, SQUASH64, dataclasses.replace(SMALL[SQUASH64], cost=1e6))
     built = []
     real = budget._extractor
     monkeypatch.setattr(budget, "_extractor", lambda recipe: built.append(recipe.resize) or real(recipe))
     dataset = discover(photos, 0.2, 0)
     _, record = budget.plan(dataset, get_recipe("transfer"), 600, time.perf_counter())
-    squash = next(c for c in record["candidates"] if c["name"] == "lite0@64/squash")
+    squash = next(c for c in record["candidates"] if c["name"] == SQUASH64)
     assert not squash["fits"] and "needs about" in squash["note"]
-    assert "squash" not in built and record["picked"] != "lite0@64/squash"
+    assert "squash" not in built and record["picked"] != SQUASH64
 
 
 def test_fine_tuning_gets_the_epochs_that_fit(env, photos, small_candidates, monkeypatch):
@@ -95,14 +100,14 @@ def test_fine_tuning_gets_the_epochs_that_fit(env, photos, small_candidates, mon
     monkeypatch.setattr(budget, "FINE_TUNE_COST", 1.0)
     features = 0.01 * len(dataset.splits["train"]) + 0.01 * len(dataset.splits["val"])  # one pass over the photos
     now = time.perf_counter()
-    roomy = budget._estimate("lite0@64/crop", recipe, dataset, reference, now + 10 * features, "lite0@64/crop")
-    tight = budget._estimate("lite0@64/crop", recipe, dataset, reference, now + 2.5 * features, "lite0@64/crop")
-    short = budget._estimate("lite0@64/crop", recipe, dataset, reference, now + 1.5 * features, "lite0@64/crop")
+    roomy = budget._estimate(CROP64, recipe, dataset, reference, now + 10 * features, CROP64)
+    tight = budget._estimate(CROP64, recipe, dataset, reference, now + 2.5 * features, CROP64)
+    short = budget._estimate(CROP64, recipe, dataset, reference, now + 1.5 * features, CROP64)
     assert (roomy.fits, roomy.fine_tune_epochs) == (True, 3)
     assert roomy.seconds_estimate == pytest.approx(4 * features)  # features, then 3 epochs at their cost
     assert (tight.fits, tight.fine_tune_epochs, tight.note) == (True, 1, "time for 1 of 3 fine-tuning epochs")
     assert not short.fits and short.fine_tune_epochs == 0
-    kept = budget._candidate_recipe(recipe, "lite0@48/crop", tight.fine_tune_epochs)
+    kept = budget._candidate_recipe(recipe, CROP48, tight.fine_tune_epochs)
     assert (kept.image_size, kept.fine_tune_image_size, kept.fine_tune_epochs) == (48, 64, 1)  # resized up only
 
 
@@ -110,7 +115,7 @@ def test_what_the_user_set_is_kept(env, photos, small_candidates):
     dataset = discover(photos, 0.2, 0)
     given = get_recipe("transfer").override(resize="squash", image_size=64)
     recipe, record = budget.plan(dataset, given, 600, time.perf_counter())
-    assert [c["name"] for c in record["candidates"]] == ["lite0@64/squash"]
+    assert [c["name"] for c in record["candidates"]] == [SQUASH64]
     assert recipe.resize == "squash" and record["why"] == "the only one that fits"
     odd = get_recipe("transfer").override(image_size=80)
     assert budget.plan(dataset, odd, 600, time.perf_counter())[0] is odd  # no candidate at 80 px: as given

@@ -36,24 +36,28 @@ from imgcls.training.logistic import fit_logistic_cv
 
 log = logging.getLogger("imgcls")
 
-# name: what it sets, and `cost`: seconds per photo (decode + features) relative to the reference
-# (efficientnet_lite0 at 224 px), measured with benchmarks/bench_budget.py. Strongest first.
-CANDIDATES: dict[str, dict[str, Any]] = {
-    "efficientnet_lite2@260/crop": {"backbone": "efficientnet_lite2", "image_size": 260, "resize": "crop", "cost": 2.4},
-    "efficientnet_lite0@224/crop": {"backbone": "efficientnet_lite0", "image_size": 224, "resize": "crop", "cost": 1.0},
-    "efficientnet_lite0@224/squash": {
-        "backbone": "efficientnet_lite0",
-        "image_size": 224,
-        "resize": "squash",
-        "cost": 1.0,
-    },
-    "efficientnet_lite0@224/pad": {"backbone": "efficientnet_lite0", "image_size": 224, "resize": "pad", "cost": 1.0},
-    "efficientnet_lite0@192/crop": {
-        "backbone": "efficientnet_lite0",
-        "image_size": 192,
-        "resize": "crop",
-        "cost": 0.75,
-    },
+
+@dataclass(frozen=True)
+class Candidate:
+    backbone: str
+    image_size: int  # px, square
+    resize: str  # crop | squash | pad
+    cost: float  # seconds per photo (decode + features) relative to the reference; benchmarks/bench_budget.py
+
+    @property
+    def name(self) -> str:
+        return f"{self.backbone}@{self.image_size}/{self.resize}"
+
+
+CANDIDATES: dict[str, Candidate] = {  # strongest first: the one preferred when the comparison is a tie
+    c.name: c
+    for c in (
+        Candidate("efficientnet_lite2", 260, "crop", 2.4),
+        Candidate("efficientnet_lite0", 224, "crop", 1.0),
+        Candidate("efficientnet_lite0", 224, "squash", 1.0),
+        Candidate("efficientnet_lite0", 224, "pad", 1.0),
+        Candidate("efficientnet_lite0", 192, "crop", 0.75),
+    )
 }
 REFERENCE = "efficientnet_lite0@224/crop"
 PLANNED = ("backbone", "image_size", "resize")  # what the budget chooses, unless the user set it
@@ -124,7 +128,7 @@ def plan(dataset: Dataset, recipe: Recipe, budget: float, started: float) -> tup
     train = dataset.splits["train"]
     timed = REFERENCE if REFERENCE in names else names[0]
     setup, per_photo = _time(_candidate_recipe(recipe, timed), _sample(train, TIMING_PHOTOS))
-    setup, per_photo = setup / CANDIDATES[timed]["cost"], per_photo / CANDIDATES[timed]["cost"]
+    setup, per_photo = setup / CANDIDATES[timed].cost, per_photo / CANDIDATES[timed].cost
     weighed = [_estimate(name, recipe, dataset, (setup, per_photo), deadline, timed) for name in names]
     fitting = [w for w in weighed if w.fits]
     if not fitting:
@@ -154,11 +158,11 @@ def _candidates(recipe: Recipe) -> list[str]:
     fixed = {key: _planned_value(recipe, key) for key in PLANNED}
     fixed = {key: value for key, value in fixed.items() if value != _planned_value(default, key)}
     found = []
-    for name, settings in CANDIDATES.items():
-        if any(settings[key] != value for key, value in fixed.items()):
+    for name, candidate in CANDIDATES.items():
+        if any(getattr(candidate, key) != value for key, value in fixed.items()):
             continue
         try:
-            efficientnet_lite_file(int(settings["backbone"][-1]))
+            efficientnet_lite_file(int(candidate.backbone[-1]))
             found.append(name)
         except ImgclsError:
             log.info("budget: %s left out: its weights package is not installed", name)
@@ -166,10 +170,11 @@ def _candidates(recipe: Recipe) -> list[str]:
 
 
 def _candidate_recipe(recipe: Recipe, name: str, fine_tune_epochs: int | None = None) -> Recipe:
-    settings, size = CANDIDATES[name], CANDIDATES[name]["image_size"]
-    return with_backbone(recipe, settings["backbone"]).override(
+    candidate = CANDIDATES[name]
+    size = candidate.image_size
+    return with_backbone(recipe, candidate.backbone).override(
         image_size=size,
-        resize=settings["resize"],
+        resize=candidate.resize,
         fine_tune_image_size=_fine_tune_size(recipe, size) if recipe.fine_tune_image_size else None,
         fine_tune_epochs=fine_tune_epochs,
     )
@@ -224,12 +229,12 @@ def _estimate(name: str, recipe: Recipe, dataset: Dataset, reference: tuple[floa
     with --fine-tune the epochs of stage 2 that fit (at least one, or the candidate does not fit);
     `reference`: the reference's seconds to build and per photo."""
     setup, per_photo = reference
-    cost = CANDIDATES[name]["cost"]
+    cost = CANDIDATES[name].cost
     seconds = cost * per_photo * _photos_to_extract(dataset, recipe) + (0.0 if name == timed else cost * setup)
     left = deadline - time.perf_counter()
     epochs = None
     if recipe.fine_tune:
-        size = CANDIDATES[name]["image_size"]
+        size = CANDIDATES[name].image_size
         photos = len(dataset.splits["train"]) + len(dataset.splits["val"])
         per_epoch = FINE_TUNE_COST * cost * (_fine_tune_size(recipe, size) / size) ** 2 * per_photo * photos
         epochs = max(0, min(recipe.fine_tune_epochs, int((left - seconds) // per_epoch)))
@@ -251,7 +256,7 @@ def _sample_size(fitting: list[Weighed], per_photo: float, deadline: float, trai
     """The most photos every fitting candidate can be compared on while the costliest of them still
     has time for all its features afterwards."""
     left = deadline - time.perf_counter() - max(w.seconds_estimate for w in fitting)
-    per_sample_photo = sum(CANDIDATES[w.name]["cost"] for w in fitting[1:]) * per_photo  # the first: reused
+    per_sample_photo = sum(CANDIDATES[w.name].cost for w in fitting[1:]) * per_photo  # the first: reused
     size = int(left / per_sample_photo) if per_sample_photo > 0 else train_photos
     return min(size, SAMPLE_PHOTOS["max"], train_photos)
 
