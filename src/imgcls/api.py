@@ -202,7 +202,7 @@ def _head_by_epochs_when_asked(recipe: Recipe, fields: dict[str, Any], options: 
         return recipe
     import logging
 
-    logging.getLogger("imgcls").info("%s given: the head trains for epochs (head_fit epochs)", ", ".join(asked))
+    logging.getLogger("imgcls").debug("%s given: the head trains for epochs (head_fit epochs)", ", ".join(asked))
     return recipe.override(head_fit="epochs")
 
 

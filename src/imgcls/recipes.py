@@ -286,6 +286,9 @@ register_recipe(
         schedule="cosine",
         augment=Augment(random_resized_crop=(0.5, 1.0), horizontal_flip=True),
         views=1,
+        # L2 logistic regression, strength by 5-fold CV: 81.67% / 91.00% on the unseen CIFAR pairs where 20 epochs of
+        # AdamW made 81.33% / 91.33%, and a lower val loss on cats-vs-dogs (0.0235 vs 0.0293 at 224 px; benchmarks log)
+        head_fit="lbfgs-cv",
         unfreeze="last:2",
         fine_tune_epochs=3,
         fine_tune_optimizer="adamw",

@@ -140,3 +140,32 @@ def test_a_bad_budget_is_one_message(photos, tmp_path):
     assert result.returncode == 2
     assert "--budget 'ten minutes': give a duration such as 60s, 10m or 1.5h" in result.stderr
     assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def cars_trucks(cifar10_dir, tmp_path_factory):
+    """Photos unlike cats and dogs: CIFAR-10 cars and trucks (32 px, upscaled), 40 train + 30 val each."""
+    root = tmp_path_factory.mktemp("unseen") / "cars-trucks"
+    for label in ("automobile", "truck"):
+        photos = sorted((cifar10_dir / label).glob("*.jpg"))
+        for split, chosen in (("train", photos[:40]), ("val", photos[40:70])):
+            (root / split / label).mkdir(parents=True)
+            for photo in chosen:
+                (root / split / label / photo.name).symlink_to(photo)
+    return root
+
+
+def test_on_unseen_photos_the_default_holds_against_a_plain_probe_and_fine_tuning_against_the_default(
+    env, cars_trucks, tmp_path
+):
+    settings = {"out": tmp_path, "progress": False, "report": False}
+    probe = imgcls.train(cars_trucks, budget="off", **settings)  # Lite0 at 192 px, logistic head
+    default = imgcls.train(cars_trucks, **settings)
+    tuned = imgcls.train(cars_trucks, fine_tune=True, fine_tune_epochs=2, **settings)
+    one_photo = 1 / 60
+    assert probe.recipe.image_size == 192 and "budget" not in probe.config
+    assert default.config["budget"]["seconds"] == 60 and tuned.config["budget"]["seconds"] == 300
+    assert default.metrics["accuracy"] >= probe.metrics["accuracy"] - one_photo
+    assert tuned.config["budget"]["picked"] == default.config["budget"]["picked"]  # the same stage 1 ...
+    assert tuned.metrics["loss"] <= default.metrics["loss"] + 1e-4  # ... which stage 2 must beat (ONNX vs torch: 1e-5)
+    assert tuned.metrics["accuracy"] >= default.metrics["accuracy"] - one_photo
