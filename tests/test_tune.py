@@ -184,7 +184,7 @@ def test_search_spaces_hold_the_recipe_and_leave_fixed_and_zero_settings_alone()
 def test_cost_estimates_are_per_cache_key_and_warm_once_cached() -> None:
     from imgcls.tune import SAFETY, CostModel
 
-    recipe = get_recipe("transfer")
+    recipe = get_recipe("transfer").override(head_fit="epochs")  # 20 epochs of 0.5 s
     costs = CostModel(recipe)
     assert costs.estimate(recipe) is None  # trial 0 runs without an estimate
     history = [{"stage": "head", "epoch": e, "seconds": 0.5} for e in (1, 2)]
@@ -196,6 +196,18 @@ def test_cost_estimates_are_per_cache_key_and_warm_once_cached() -> None:
     bigger = recipe.override(image_size=256)  # not cached: a cold start, scaled by pixels
     assert costs.estimate(bigger) == pytest.approx(SAFETY * (29 * (256 / 192) ** 2 + 10))
     assert costs.estimate(recipe.override(fine_tune=True)) > costs.estimate(bigger)  # guessed until measured
+    lbfgs = recipe.override(head_fit="lbfgs-cv")  # one fit, one history row: not `epochs` of them
+    assert costs.estimate(lbfgs) == pytest.approx(SAFETY * (3 + 0.5))
+
+
+def test_a_transfer_head_fitted_by_cv_has_no_learning_rate_to_search() -> None:
+    from imgcls.tune import baseline, search_space
+
+    transfer = get_recipe("transfer")
+    assert transfer.head_fit == "lbfgs-cv"
+    space = search_space(transfer, set())
+    assert {"head_fit", "lr", "weight_decay"} <= {p.name for p in space}
+    assert "lr" not in baseline(transfer, space) and baseline(transfer, space)["head_fit"] == "lbfgs-cv"
 
 
 def test_imgcls_tune_stays_callable_once_its_module_is_imported() -> None:

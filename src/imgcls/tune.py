@@ -54,6 +54,7 @@ SEARCH_SPACES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
             "views": {"choices": [1, 2], "unit": "feature views per training photo"},
         },
         "head": {
+            "head_fit": {"choices": ["lbfgs-cv", "epochs"], "unit": "logistic regression by CV | optimizer epochs"},
             "lr": {"low": 3e-4, "high": 3e-2, "log": True, "unit": "peak learning rate"},
             "weight_decay": {"low": 1e-4, "high": 1e-1, "log": True, "unit": "decoupled weight decay"},
         },
@@ -75,6 +76,7 @@ SEARCH_SPACES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     },
 }
 FINE_TUNE_FIELDS = ("fine_tune_lr", "fine_tune_epochs")  # searched only when the trial fine-tunes
+HEAD_EPOCH_FIELDS = ("lr", "weight_decay")  # transfer: searched only when the head trains for epochs
 EPOCH_FIELDS = ("epochs", "fine_tune_epochs")  # ranges capped at what the remaining budget fits
 CACHE_FIELDS = {  # what a trial computes once and later trials of the same values read from a cache
     "transfer": ("image_size", "resize", "views", "flip_tta", "fine_tune"),
@@ -236,7 +238,17 @@ def _around(name: str, spec: dict[str, Any], value: Any) -> Param | None:
 
 def baseline(recipe: Recipe, space: list[Param]) -> dict[str, Any]:
     """Trial 0: the recipe's own value of every searched field that is active for it."""
-    return {p.name: getattr(recipe, p.name) for p in space if p.name not in FINE_TUNE_FIELDS or recipe.fine_tune}
+    return {p.name: getattr(recipe, p.name) for p in space if _active(p.name, recipe, {})}
+
+
+def _active(name: str, recipe: Recipe, values: dict[str, Any]) -> bool:
+    """Whether a field does anything given the values chosen so far: fine-tuning settings only when
+    the trial fine-tunes, a transfer head's learning rate only when it trains for epochs."""
+    if name in FINE_TUNE_FIELDS:
+        return bool(values.get("fine_tune", recipe.fine_tune))
+    if name in HEAD_EPOCH_FIELDS and recipe.model == "transfer":
+        return values.get("head_fit", recipe.head_fit) == "epochs"
+    return True
 
 
 def space_summary(recipe: Recipe, space: list[Param]) -> dict[str, Any]:
@@ -255,7 +267,7 @@ def suggest(trial: optuna.Trial, recipe: Recipe, space: list[Param], fits: Calla
     trial fits the remaining budget, and epoch ranges stop at what fits."""
     values: dict[str, Any] = {}
     for param in space:
-        if param.name in FINE_TUNE_FIELDS and not values.get("fine_tune", recipe.fine_tune):
+        if not _active(param.name, recipe, values):
             continue
         if param.name == "fine_tune" and not fits({**values, "fine_tune": True}):
             values["fine_tune"] = False  # not offered: no time left for stage 2
@@ -347,7 +359,8 @@ def _epochs(recipe: Recipe) -> dict[str, int]:
     """Epochs per stage: transfer trains `head` (then `fine-tune`), everything else `train`."""
     if recipe.model != "transfer":
         return {"train": recipe.epochs}
-    return {"head": recipe.epochs, "fine-tune": recipe.fine_tune_epochs if recipe.fine_tune else 0}
+    head = 1 if recipe.head_fit == "lbfgs-cv" else recipe.epochs  # one L-BFGS fit: history's one row
+    return {"head": head, "fine-tune": recipe.fine_tune_epochs if recipe.fine_tune else 0}
 
 
 # --------------------------------------------------------------------------- the study
