@@ -55,7 +55,6 @@ class Recipe:
     warmup_fraction: float = 0.25  # onecycle: share of steps spent rising to lr
     label_smoothing: float = 0.0
     ema: float = 0.0  # decay per optimiser step of a moving average of the weights, validated and kept; 0 = off
-    train_image_size: int | None = None  # pixels; training batches resized to it (validate larger: FixRes)
     aux_loss_weight: float = 0.3  # GoogLeNet: each auxiliary classifier's loss is added this many times
     head: str = "auto"  # auto: one logit + binary cross-entropy for 2 classes, softmax otherwise
     augment: Augment = Augment()

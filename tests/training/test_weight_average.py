@@ -1,5 +1,5 @@
-"""Recipe options of the LightningModule: `ema` (a moving average of the weights is validated and kept)
-and `train_image_size` (training batches resized, validation at the recipe's size)."""
+"""The recipe option `ema`: a moving average of the weights is what training validates, checkpoints
+and keeps."""
 
 from __future__ import annotations
 
@@ -37,13 +37,6 @@ def test_without_ema_no_averaging_callback() -> None:
     module = _module({"ema": 0.0})
     module.trainer = type("T", (), {"callbacks": []})()
     assert module.configure_callbacks() == []
-
-
-def test_train_image_size_resizes_training_batches_only() -> None:
-    module = _module({"train_image_size": 24})
-    pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
-    assert module.train_pixels(pixels).shape == (2, 3, 24, 24)
-    assert _module({}).train_pixels(pixels) is pixels
 
 
 def _module(recipe: dict) -> ClassifierModule:

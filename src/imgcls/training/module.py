@@ -133,16 +133,8 @@ class ClassifierModule(L.LightningModule):
             return []
         return [WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(decay))]
 
-    def train_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Training images at `recipe.train_image_size`: fewer pixels per step, and validating at the larger
-        size suits crops that enlarge objects (Touvron et al., FixRes)."""
-        size = self.recipe.get("train_image_size")
-        if not size or tuple(pixels.shape[-2:]) == (size, size):
-            return pixels
-        return F.interpolate(pixels.float(), size=(size, size), mode="bilinear", antialias=True)
-
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
-        loss = self._shared_step((self.train_pixels(batch[0]), batch[1]), "")
+        loss = self._shared_step(batch, "")
         if self.loggers:  # experiment trackers also get the loss of every step (history.csv: per epoch)
             self.log("step_loss", loss.detach(), on_step=True, on_epoch=False)
         now = time.perf_counter()
