@@ -117,6 +117,9 @@ def train(
 ) -> None:
     """Train a recipe on DATA; writes a run folder with the model, history, curves, metrics and report."""
     settings = {k: v for k, v in locals().items() if k not in ("data", "recipe", "resume")}  # = imgcls.train's
+    from imgcls.cli import STARTED
+
+    settings["clock_start"] = STARTED  # --budget: the whole command
     from imgcls.api import train as train_run
     from imgcls.progress import is_rank_zero
 

@@ -12,7 +12,7 @@ from typing import Any
 from imgcls.data.labels import LabelOptions
 from imgcls.errors import ImgclsError
 
-LOCAL_ONLY = ("out", "name", "progress", "report", "address")  # how this process runs, not what the run is
+LOCAL_ONLY = ("out", "name", "progress", "report", "address", "clock_start")  # how this process runs
 ENGINES = ("local", "ray")
 BUDGET_OFF = ("off", "0")  # --budget off: the recipe as it is, however long it takes
 DURATION_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600}  # --budget 90s | 10m | 1.5h | 300 (seconds)
@@ -52,6 +52,7 @@ class TrainOptions:
     progress: bool = True
     report: bool = True  # write report.html at the end (a failure there is a warning, not a failed training)
     budget: float | None = None  # seconds a transfer training may take (--budget 60s; 0 = off): it picks what fits
+    clock_start: float | None = None  # time.perf_counter() the budget counts from (the CLI: its start); None: now
 
     def __post_init__(self) -> None:
         self.logger = (self.logger,) if isinstance(self.logger, str) else tuple(self.logger or ())

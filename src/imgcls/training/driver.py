@@ -45,9 +45,9 @@ def strategy_for(recipe: Recipe) -> Strategy:
 def train(data: str | Path | None, recipe: Recipe, options: TrainOptions | None = None, into: Run | None = None) -> Run:
     """Train `recipe` on DATA into a new run folder (config, model, history, metrics, plots), or `into`
     an empty one made for it (by `imgcls.cluster`, whose workers all join it)."""
-    started = time.perf_counter()
     keep_freed_memory()
     options = options or TrainOptions()
+    started = options.clock_start or time.perf_counter()
     dataset = discover(
         data, recipe.val_split, options.seed, options.data_dir, progress=options.progress, labels=options.labels
     )
