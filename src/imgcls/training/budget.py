@@ -70,9 +70,9 @@ DEFAULT_BUDGET = {  # `imgcls train` without --budget, on the default recipe
 # efficientnet_lite0 at 224 px fine-tunes 2,000 + 1,000 photos in 47.7 s an epoch, its features take 13.1 ms
 # a photo (x1.21; benchmarks log); Lite2 at 260 px costs the same 1.66x in a training step as in features
 FINE_TUNE_COST = 1.3
-TIMING_PHOTOS = 32  # timed for the reference (its features are kept)
+TIMING_PHOTOS = 64  # timed for the reference (its features are kept): two batches
 SAMPLE_PHOTOS = {"min": 64, "max": 600}  # training photos each candidate is compared on
-RESERVE = {"seconds": 6.0, "share": 0.05}  # kept for the head, metrics, model files and the ONNX export
+RESERVE = {"seconds": 10.0, "share": 0.05}  # for the head, metrics, model files, ONNX export: 7 s on cats-vs-dogs
 
 
 @dataclass
@@ -135,7 +135,7 @@ def plan(dataset: Dataset, recipe: Recipe, budget: float, started: float) -> tup
     if not fitting:
         cheapest = min(weighed, key=lambda w: w.seconds_estimate)
         return _chosen(recipe, cheapest, weighed, budget, "none fits the budget: the fastest")
-    size = _sample_size(fitting, per_photo, deadline, len(train))
+    size = _sample_size(fitting, (setup, per_photo), deadline, timed, len(train))
     if len(fitting) == 1 or size < SAMPLE_PHOTOS["min"]:
         why = "the only one that fits" if len(fitting) == 1 else "the strongest that fits; no time to compare others"
         return _chosen(recipe, fitting[0], weighed, budget, why)
@@ -216,13 +216,21 @@ def _extract(recipe: Recipe, samples: list, extractor=None):
 
 
 def _time(recipe: Recipe, samples: list) -> tuple[float, float]:
-    """Seconds to build a candidate (weights, ONNX session) and seconds per photo (decode + features)."""
+    """Seconds to build a candidate (weights, ONNX session) and seconds per photo (decode + features):
+    the faster of its batches, as the steady rate of thousands of photos is (the first batches of a
+    process run slower)."""
     began = time.perf_counter()
     extractor = _extractor(recipe)
-    extractor.forward(torch.zeros(1, 3, recipe.image_size, recipe.image_size))  # builds its ONNX session
-    built = time.perf_counter()
-    _extract(recipe, samples, extractor)
-    return built - began, (time.perf_counter() - built) / max(1, len(samples))
+    # builds its ONNX session; a first full batch allocates what later ones reuse
+    extractor.forward(torch.zeros(extractor.batch_size, 3, recipe.image_size, recipe.image_size))
+    built = time.perf_counter() - began
+    rates = []
+    for start in range(0, len(samples), extractor.batch_size):
+        batch = samples[start : start + extractor.batch_size]
+        began = time.perf_counter()
+        _extract(recipe, batch, extractor)
+        rates.append((time.perf_counter() - began) / len(batch))
+    return built, min(rates)
 
 
 def _estimate(name: str, recipe: Recipe, dataset: Dataset, reference: tuple[float, float], deadline, timed) -> Weighed:
@@ -253,13 +261,15 @@ def _fine_tune_size(recipe: Recipe, size: int) -> int:
     return max(size, recipe.fine_tune_image_size or size)
 
 
-def _sample_size(fitting: list[Weighed], per_photo: float, deadline: float, train_photos: int) -> int:
-    """The most photos every fitting candidate can be compared on while the costliest of them still
-    has time for all its features afterwards."""
-    left = deadline - time.perf_counter() - max(w.seconds_estimate for w in fitting)
-    per_sample_photo = sum(CANDIDATES[w.name].cost for w in fitting[1:]) * per_photo  # the first: reused
-    size = int(left / per_sample_photo) if per_sample_photo > 0 else train_photos
-    return min(size, SAMPLE_PHOTOS["max"], train_photos)
+def _sample_size(fitting: list[Weighed], reference: tuple[float, float], deadline: float, timed: str, photos: int):
+    """The most training photos every fitting candidate can be compared on, building the ones not
+    built yet, while the costliest of them still has time for all its work afterwards."""
+    setup, per_photo = reference
+    others = fitting[1:]  # the first one's sample features are reused when it wins
+    builds = sum(CANDIDATES[w.name].cost * setup for w in others if w.name != timed)
+    left = deadline - time.perf_counter() - max(w.seconds_estimate for w in fitting) - builds
+    per_sample_photo = sum(CANDIDATES[w.name].cost for w in others) * per_photo
+    return min(int(left / per_sample_photo) if per_sample_photo > 0 else photos, SAMPLE_PHOTOS["max"], photos)
 
 
 def _cross_validate(candidate: Weighed, recipe: Recipe, sample: list, classes: list[str]) -> None:
