@@ -97,14 +97,15 @@ def test_fine_tuning_gets_the_epochs_that_fit(env, photos, small_candidates, mon
     dataset = discover(photos, 0.2, 0)
     recipe = get_recipe("transfer").override(fine_tune=True, fine_tune_epochs=3, fine_tune_image_size=64)
     reference = (0.0, 0.01)  # seconds to build, per photo
-    monkeypatch.setattr(budget, "FINE_TUNE_COST", 1.0)
+    monkeypatch.setattr(budget, "FINE_TUNE_COST", {"train": 1.0, "eval": 1.0})  # as dear as the features
     features = 0.01 * len(dataset.splits["train"]) + 0.01 * len(dataset.splits["val"])  # one pass over the photos
+    last_pass = 0.01 * len(dataset.splits["val"])  # the kept model scored once more
     now = time.perf_counter()
     roomy = budget._estimate(CROP64, recipe, dataset, reference, now + 10 * features, CROP64)
     tight = budget._estimate(CROP64, recipe, dataset, reference, now + 2.5 * features, CROP64)
     short = budget._estimate(CROP64, recipe, dataset, reference, now + 1.5 * features, CROP64)
     assert (roomy.fits, roomy.fine_tune_epochs) == (True, 3)
-    assert roomy.seconds_estimate == pytest.approx(4 * features)  # features, then 3 epochs at their cost
+    assert roomy.seconds_estimate == pytest.approx(4 * features + last_pass)  # features, 3 epochs, the last pass
     assert (tight.fits, tight.fine_tune_epochs, tight.note) == (True, 1, "time for 1 of 3 fine-tuning epochs")
     assert not short.fits and short.fine_tune_epochs == 0
     kept = budget._candidate_recipe(recipe, CROP48, tight.fine_tune_epochs)

@@ -15,7 +15,7 @@ HISTORY_COLUMNS = (
     "accuracy",
     "val_loss",
     "val_accuracy",
-    "lr",
+    "lr",  # the epoch's last learning rate; for a head fitted by L-BFGS (head_fit lbfgs-cv) its L2 strength
     "seconds",
     "train_images_per_s",
 )

@@ -66,10 +66,9 @@ DEFAULT_BUDGET = {  # `imgcls train` without --budget, on the default recipe
     "fine_tune_seconds": 300.0,  # with --fine-tune
     "max_train_photos": 10_000,  # more: no default budget (say --budget to have one)
 }
-# one fine-tuning epoch (train + val photos), per photo, in feature seconds of the same backbone and size:
-# efficientnet_lite0 at 224 px fine-tunes 2,000 + 1,000 photos in 47.7 s an epoch, its features take 13.1 ms
-# a photo (x1.21; benchmarks log); Lite2 at 260 px costs the same 1.66x in a training step as in features
-FINE_TUNE_COST = 1.3
+# stage 2 in feature-seconds per photo of the same backbone and size (bench_budget.py --fine-tune-step:
+# a PyTorch training step costs 2.25x the ONNX features, an eval forward 1.66x, for Lite0 and Lite2 alike)
+FINE_TUNE_COST = {"train": 2.25, "eval": 1.7}  # every epoch trains on train and scores val; then one last pass
 TIMING_PHOTOS = 64  # timed for the reference (its features are kept): two batches
 SAMPLE_PHOTOS = {"min": 64, "max": 600}  # training photos each candidate is compared on
 RESERVE = {"seconds": 10.0, "share": 0.05}  # for the head, metrics, model files, ONNX export: 7 s on cats-vs-dogs
@@ -80,7 +79,7 @@ class Weighed:
     """One candidate as the budget saw it (what config.yaml's `budget.candidates` lists)."""
 
     name: str
-    seconds_estimate: float  # for every photo's features
+    seconds_estimate: float  # every photo's features (and building them), and stage 2 with --fine-tune
     fits: bool
     cv_loss: float | None = None
     cv_accuracy: float | None = None
@@ -244,8 +243,11 @@ def _estimate(name: str, recipe: Recipe, dataset: Dataset, reference: tuple[floa
     epochs = None
     if recipe.fine_tune:
         size = CANDIDATES[name].image_size
-        photos = len(dataset.splits["train"]) + len(dataset.splits["val"])
-        per_epoch = FINE_TUNE_COST * cost * (_fine_tune_size(recipe, size) / size) ** 2 * per_photo * photos
+        scale = cost * (_fine_tune_size(recipe, size) / size) ** 2 * per_photo
+        evaluated = FINE_TUNE_COST["eval"] * len(dataset.splits[dataset.eval_split]) * scale  # the kept model
+        trained = FINE_TUNE_COST["train"] * len(dataset.splits["train"]) * scale
+        per_epoch = trained + FINE_TUNE_COST["eval"] * len(dataset.splits["val"]) * scale
+        seconds += evaluated
         epochs = max(0, min(recipe.fine_tune_epochs, int((left - seconds) // per_epoch)))
         seconds += max(epochs, 1) * per_epoch
     fits = seconds <= left and epochs != 0
@@ -274,8 +276,8 @@ def _sample_size(fitting: list[Weighed], reference: tuple[float, float], deadlin
 
 def _cross_validate(candidate: Weighed, recipe: Recipe, sample: list, classes: list[str]) -> None:
     found = _extract(recipe, sample)
-    binary = len(classes) == 2 and recipe.head in ("auto", "binary")
-    fit = fit_logistic_cv(found.features, found.labels, binary)
+    outputs = 1 if len(classes) == 2 and recipe.head in ("auto", "binary") else len(classes)
+    fit = fit_logistic_cv(found.features, found.labels, outputs)
     candidate.cv_loss, candidate.cv_accuracy = float(fit.out_of_fold_loss.mean()), fit.cv_accuracy
     candidate.out_of_fold = fit.out_of_fold_loss
 
@@ -309,7 +311,7 @@ def _chosen(recipe: Recipe, winner: Weighed, weighed: list[Weighed], budget: flo
             else f", cv loss {candidate.cv_loss:.4f}, cv accuracy {candidate.cv_accuracy:.2%}"
         )
         log.info(
-            "  %s: about %.0f s for the features of every photo%s%s",
+            "  %s: about %.0f s of work%s%s",
             candidate.name,
             candidate.seconds_estimate,
             score,

@@ -48,7 +48,7 @@ class LogisticFit:
 def fit_logistic_cv(
     features: torch.Tensor,
     labels: torch.Tensor,
-    binary: bool,
+    outputs: int,
     scored: torch.Tensor | None = None,
     class_weights: torch.Tensor | None = None,
     folds: int = FOLDS,
@@ -57,10 +57,9 @@ def fit_logistic_cv(
 ) -> LogisticFit:
     """Fit on `features` (images, views, dim); held-out images are scored on `scored` (images, dim),
     e.g. the mean of a photo's and its mirror's features for flip-TTA models (default: view 0).
-    `binary`: one logit (sigmoid), else one per class (softmax)."""
+    `outputs`: 1 for one logit (sigmoid), else one per class (softmax), as the head has."""
     features, labels = features.float(), labels.long()
     scored = features[:, 0] if scored is None else scored.float()
-    outputs = 1 if binary else int(labels.max()) + 1
     fold_of = stratified_folds(labels, folds, seed)
     n_folds = int(fold_of.max()) + 1
     cv_loss: dict[float, float] = {}

@@ -161,15 +161,16 @@ def _train_head(job: Job, module: ClassifierModule, features: dict[str, FeatureS
 def _fit_logistic_head(job: Job, module: ClassifierModule, features: dict[str, FeatureSet]) -> tuple[float, int]:
     """`head_fit="lbfgs-cv"`: the linear head as L2 logistic regression whose strength k-fold
     cross-validation on the training features chose; one history row ("epoch" 1) with its losses."""
-    head, spec = module.model.net.head, module.spec
-    linear = head[-1] if isinstance(head, torch.nn.Sequential) else head
-    if any(isinstance(layer, torch.nn.Linear) for layer in head[:-1]) or not isinstance(linear, torch.nn.Linear):
+    head = module.model.net.head  # models.transfer.make_head: [Flatten, ...] + Linear
+    linear = head[-1]
+    if any(isinstance(layer, torch.nn.Linear) for layer in head[:-1]):
         raise ImgclsError("head_fit lbfgs-cv fits a linear head; this recipe's head has a hidden layer: use epochs")
     train, val = features["train"], features["val"]
     started = time.perf_counter()
-    binary, seed = spec.output == "sigmoid", job.options.seed
-    fit = fit_logistic_cv(train.features, train.labels, binary, class_weights=module.class_weights, seed=seed)
+    outputs, seed = linear.out_features, job.options.seed
+    fit = fit_logistic_cv(train.features, train.labels, outputs, class_weights=module.class_weights, seed=seed)
     fit.apply_to(linear)
+    # history's `lr` column holds the L2 strength the fit chose (there is no learning rate)
     row = {"stage": "head", "epoch": 1, "lr": fit.strength, "seconds": time.perf_counter() - started}
     with torch.inference_mode():
         for prefix, split in (("", train), ("val_", val)):
