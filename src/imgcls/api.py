@@ -66,8 +66,7 @@ def train(
         report = settings.get("report", run.options.report)
     else:
         chosen, options = resolve(recipe, settings)
-        csv_alone = options.labels is not None and options.labels.csv is not None
-        data = data if data is not None or csv_alone else DEFAULT_DATA
+        data = data_or_default(data, options)
         if options.engine == "ray":
             from imgcls.cluster.train import train_on_ray
 
@@ -82,6 +81,12 @@ def train(
 
             write_report_safely(run)
     return run
+
+
+def data_or_default(data: str | Path | None, options: TrainOptions) -> str | Path | None:
+    """DATA as given; none: the built-in cats-vs-dogs, unless a labels CSV names every photo itself."""
+    csv_alone = options.labels is not None and options.labels.csv is not None
+    return data if data is not None or csv_alone else DEFAULT_DATA
 
 
 def check(

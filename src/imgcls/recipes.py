@@ -150,12 +150,18 @@ def with_backbone(recipe: Recipe, backbone: str) -> Recipe:
     )
 
 
+def is_binary(recipe: Recipe, classes: list[str]) -> bool:
+    """One logit and binary cross-entropy (the seeds' Dense(1, sigmoid)) for two classes, unless the
+    recipe's head says softmax."""
+    return len(classes) == 2 and recipe.head in ("auto", "binary")
+
+
 def model_spec(recipe: Recipe, classes: list[str]) -> ModelSpec:
     """The model file description of what `recipe` trains on these classes, at its image size."""
     from imgcls.models.classifier import ModelSpec
     from imgcls.models.registry import accepts
 
-    binary = len(classes) == 2 and recipe.head in ("auto", "binary")
+    binary = is_binary(recipe, classes)
     args = dict(recipe.model_args)
     if accepts(recipe.model, "image_size"):
         args.setdefault("image_size", recipe.image_size)

@@ -33,7 +33,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from imgcls.api import DEFAULT_DATA, RENAMED, resolve
+from imgcls.api import RENAMED, data_or_default, resolve
 from imgcls.api import train as train_run
 from imgcls.errors import ImgclsError, first_line
 from imgcls.files import atomic_write_json, atomic_write_text, display_path, fresh_dir
@@ -460,7 +460,7 @@ class _Search:
         (which also stops the study)."""
         row = {**self._row(trial, values), "estimated_seconds": estimate}
         out, name = self.result.path / TRIALS_DIR, f"trial-{trial.number:03d}"
-        log.info("trial %d: %s", trial.number, _shown(row["changed"]) or "the recipe as it is")
+        log.info("trial %d: %s", trial.number, shown(row["changed"]) or "the recipe as it is")
         started = time.monotonic()
         try:
             # trial 0 is `imgcls train` as it is (its --budget may choose); the others train what was sampled
@@ -528,8 +528,7 @@ def _check_data(data, recipe: Recipe, options, progress: bool) -> None:
     """Missing or unusable data is one message before the study folder is made, not N failed trials."""
     from imgcls.data.discover import discover
 
-    csv_alone = options.labels is not None and options.labels.csv is not None
-    data = data if data is not None or csv_alone else DEFAULT_DATA
+    data = data_or_default(data, options)
     discover(data, recipe.val_split, options.seed, options.data_dir, progress=progress, labels=options.labels)
 
 
@@ -556,7 +555,8 @@ def _log_trial(record: TrialRecord) -> None:
         log.warning("trial %d %s: %s", record.number, record.state, record.message)
 
 
-def _shown(values: dict[str, Any]) -> str:
+def shown(values: dict[str, Any]) -> str:
+    """Settings as `imgcls tune` prints them: key=value, floats to 3 digits."""
     return " ".join(f"{k}={_short(v)}" for k, v in values.items())
 
 

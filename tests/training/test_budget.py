@@ -85,7 +85,7 @@ def test_a_candidate_that_cannot_finish_is_dropped_unbuilt(env, photos, small_ca
     monkeypatch.setitem(budget.CANDIDATES, SQUASH64, dataclasses.replace(SMALL[SQUASH64], cost=1e6))
     built = []
     real = budget._extractor
-    monkeypatch.setattr(budget, "_extractor", lambda recipe: built.append(recipe.resize) or real(recipe))
+    monkeypatch.setattr(budget, "_extractor", lambda recipe, made: built.append(recipe.resize) or real(recipe, made))
     dataset = discover(photos, 0.2, 0)
     _, record = budget.plan(dataset, get_recipe("transfer"), 600, time.perf_counter())
     squash = next(c for c in record["candidates"] if c["name"] == SQUASH64)

@@ -176,12 +176,14 @@ def print_recipes(recipes: list, default: str) -> None:
 def print_tune_result(result) -> None:
     """What `imgcls tune` says at the end: every trial (the settings that differ from the recipe), the
     best run and what to do with it."""
+    from imgcls.tune import shown  # here: the other commands' output imports no Optuna
+
     best = result.best
     with_test = any(t.test_accuracy is not None for t in result.trials)
     columns = ["trial", "state", Column("settings changed", overflow="fold"), "val acc", "val loss", "seconds"]
     table = Table(*columns, *(["test acc"] if with_test else []), title=f"{result.recipe}: {len(result.trials)} trials")
     for t in result.trials:
-        changed = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.changed.items())
+        changed = shown(t.changed)
         seconds = f"{t.seconds:.1f}" if t.state != "skipped-for-time" else f"~{t.estimated_seconds:.0f}"
         changed = changed or ("(the recipe)" if t.number == 0 else "")
         row = [str(t.number), t.state, escape(changed), _percent(t.val_accuracy), _fmt4(t.val_loss), seconds]

@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from imgcls.data.discover import Dataset
 from imgcls.errors import ImgclsError
 from imgcls.features import recipe_extractor
 from imgcls.models.backbones import create_backbone, load_pretrained
-from imgcls.recipes import DEFAULT_RECIPE, Recipe, get_recipe, with_backbone
+from imgcls.recipes import DEFAULT_RECIPE, Recipe, get_recipe, is_binary, with_backbone
 from imgcls.run import TrainOptions
 from imgcls.training.logistic import fit_logistic_cv
 
@@ -81,11 +82,14 @@ class Weighed:
     name: str
     seconds_estimate: float  # every photo's features (and building them), and stage 2 with --fine-tune
     fits: bool
-    cv_loss: float | None = None
     cv_accuracy: float | None = None
     note: str = ""
     fine_tune_epochs: int | None = None  # with --fine-tune: the epochs of stage 2 that fit
-    out_of_fold: torch.Tensor | None = field(default=None, repr=False)
+    out_of_fold: torch.Tensor | None = field(default=None, repr=False)  # each sample photo's held-out log loss
+
+    @property
+    def cv_loss(self) -> float | None:
+        return None if self.out_of_fold is None else float(self.out_of_fold.mean())
 
     def as_dict(self) -> dict[str, Any]:
         found = {"name": self.name, "seconds_estimate": round(self.seconds_estimate, 1), "fits": self.fits}
@@ -99,7 +103,6 @@ class Weighed:
 def budget_applies(recipe: Recipe, options: TrainOptions, dataset: Dataset) -> float | None:
     """The budget in seconds for this run: `--budget` as given, else the default one for the default
     recipe left as it is, on up to 10,000 training photos; None: no planning."""
-    default = get_recipe(DEFAULT_RECIPE)
     if options.budget and (recipe.model != "transfer" or options.engine != "local" or options.devices != 1):
         raise ImgclsError(
             "--budget chooses the backbone of a transfer recipe in one process: "
@@ -109,9 +112,8 @@ def budget_applies(recipe: Recipe, options: TrainOptions, dataset: Dataset) -> f
         return options.budget or None  # 0: --budget off
     if recipe.model != "transfer" or options.engine != "local" or options.devices != 1:
         return None
-    untouched = all(_planned_value(recipe, key) == _planned_value(default, key) for key in PLANNED)
     small = len(dataset.splits["train"]) <= DEFAULT_BUDGET["max_train_photos"]
-    if not (untouched and small):
+    if _fixed(recipe) or not small:
         return None
     return DEFAULT_BUDGET["fine_tune_seconds" if recipe.fine_tune else "seconds"]
 
@@ -125,9 +127,9 @@ def plan(dataset: Dataset, recipe: Recipe, budget: float, started: float) -> tup
         why = "no candidate has the backbone, size and resize given: they are kept"
         log.info("budget %.0f s: %s", budget, why)
         return recipe, {"seconds": budget, "picked": None, "why": why, "candidates": []}
-    train = dataset.splits["train"]
+    train, backbones = dataset.splits["train"], {}
     timed = REFERENCE if REFERENCE in names else names[0]
-    setup, per_photo = _time(_candidate_recipe(recipe, timed), _sample(train, TIMING_PHOTOS))
+    setup, per_photo = _time(_candidate_recipe(recipe, timed), _sample(train, TIMING_PHOTOS), backbones)
     setup, per_photo = setup / CANDIDATES[timed].cost, per_photo / CANDIDATES[timed].cost
     weighed = [_estimate(name, recipe, dataset, (setup, per_photo), deadline, timed) for name in names]
     fitting = [w for w in weighed if w.fits]
@@ -140,12 +142,18 @@ def plan(dataset: Dataset, recipe: Recipe, budget: float, started: float) -> tup
         return _chosen(recipe, fitting[0], weighed, budget, why)
     sample = _sample(train, size)
     for candidate in fitting:
-        _cross_validate(candidate, _candidate_recipe(recipe, candidate.name), sample, dataset.classes)
+        _cross_validate(candidate, _candidate_recipe(recipe, candidate.name), sample, dataset.classes, backbones)
     winner, why = _pick(fitting, size)
     return _chosen(recipe, winner, weighed, budget, why)
 
 
-def _planned_value(recipe: Recipe, key: str) -> Any:
+def _fixed(recipe: Recipe) -> dict[str, Any]:
+    """What the budget would choose that the user set: the values that differ from the default recipe's."""
+    default = get_recipe(DEFAULT_RECIPE)
+    return {key: _planned(recipe, key) for key in PLANNED if _planned(recipe, key) != _planned(default, key)}
+
+
+def _planned(recipe: Recipe, key: str) -> Any:
     return recipe.model_args.get("backbone") if key == "backbone" else getattr(recipe, key)
 
 
@@ -154,9 +162,7 @@ def _candidates(recipe: Recipe) -> list[str]:
     what the user set: a backbone, size or resize other than the default recipe's is kept as given."""
     from imgcls.models.weights import efficientnet_lite_file
 
-    default = get_recipe(DEFAULT_RECIPE)
-    fixed = {key: _planned_value(recipe, key) for key in PLANNED}
-    fixed = {key: value for key, value in fixed.items() if value != _planned_value(default, key)}
+    fixed = _fixed(recipe)
     found = []
     for name, candidate in CANDIDATES.items():
         if any(getattr(candidate, key) != value for key, value in fixed.items()):
@@ -202,24 +208,26 @@ def _sample(samples: list, count: int) -> list:
     return chosen
 
 
-def _extractor(recipe: Recipe):
+def _extractor(recipe: Recipe, backbones: dict[str, nn.Module]):
+    """The recipe's feature extractor, on the pretrained backbone of that name built once per plan
+    (Lite0 at 224 px crop, squash and pad share one)."""
     name = recipe.model_args["backbone"]
-    backbone, _ = create_backbone(name)
-    load_pretrained(name, backbone, recipe.weights)
-    return recipe_extractor(backbone, recipe)
+    if name not in backbones:
+        backbones[name], _ = create_backbone(name)
+        load_pretrained(name, backbones[name], recipe.weights)
+    return recipe_extractor(backbones[name], recipe)
 
 
-def _extract(recipe: Recipe, samples: list, extractor=None):
-    extractor = extractor or _extractor(recipe)
+def _extract(extractor, samples: list):
     return extractor.extract([s.path for s in samples], [s.label for s in samples])
 
 
-def _time(recipe: Recipe, samples: list) -> tuple[float, float]:
+def _time(recipe: Recipe, samples: list, backbones: dict[str, nn.Module]) -> tuple[float, float]:
     """Seconds to build a candidate (weights, ONNX session) and seconds per photo (decode + features):
     the faster of its batches, as the steady rate of thousands of photos is (the first batches of a
     process run slower)."""
     began = time.perf_counter()
-    extractor = _extractor(recipe)
+    extractor = _extractor(recipe, backbones)
     # builds its ONNX session; a first full batch allocates what later ones reuse
     extractor.forward(torch.zeros(extractor.batch_size, 3, recipe.image_size, recipe.image_size))
     built = time.perf_counter() - began
@@ -227,7 +235,7 @@ def _time(recipe: Recipe, samples: list) -> tuple[float, float]:
     for start in range(0, len(samples), extractor.batch_size):
         batch = samples[start : start + extractor.batch_size]
         began = time.perf_counter()
-        _extract(recipe, batch, extractor)
+        _extract(extractor, batch)
         rates.append((time.perf_counter() - began) / len(batch))
     return built, min(rates)
 
@@ -274,12 +282,11 @@ def _sample_size(fitting: list[Weighed], reference: tuple[float, float], deadlin
     return min(int(left / per_sample_photo) if per_sample_photo > 0 else photos, SAMPLE_PHOTOS["max"], photos)
 
 
-def _cross_validate(candidate: Weighed, recipe: Recipe, sample: list, classes: list[str]) -> None:
-    found = _extract(recipe, sample)
-    outputs = 1 if len(classes) == 2 and recipe.head in ("auto", "binary") else len(classes)
+def _cross_validate(candidate: Weighed, recipe: Recipe, sample: list, classes: list[str], backbones) -> None:
+    found = _extract(_extractor(recipe, backbones), sample)
+    outputs = 1 if is_binary(recipe, classes) else len(classes)
     fit = fit_logistic_cv(found.features, found.labels, outputs)
-    candidate.cv_loss, candidate.cv_accuracy = float(fit.out_of_fold_loss.mean()), fit.cv_accuracy
-    candidate.out_of_fold = fit.out_of_fold_loss
+    candidate.cv_accuracy, candidate.out_of_fold = fit.cv_accuracy, fit.out_of_fold_loss
 
 
 def _pick(fitting: list[Weighed], size: int) -> tuple[Weighed, str]:
