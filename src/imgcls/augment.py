@@ -43,7 +43,7 @@ from torchvision.transforms import v2
 
 from imgcls.errors import ImgclsError
 
-__all__ = ["AUGMENT_HELP", "FILL_MODES", "Augment", "KerasAffine", "build_transform"]
+__all__ = ["AUGMENT_HELP", "FILL_MODES", "Augment", "KerasAffine", "build_batch_mix", "build_transform"]
 
 FILL_MODES = ("nearest", "reflect", "constant")
 
@@ -67,6 +67,9 @@ AUGMENT_HELP: dict[str, str] = {
     "hue": "Random hue shift in [-h, h] turns of the colour wheel, 0-0.5 (ColorJitter), e.g. 0.05.",
     "saturation": "Random saturation factor in [1-s, 1+s] (ColorJitter), e.g. 0.3.",
     "contrast": "Random contrast factor in [1-c, 1+c] (ColorJitter), e.g. 0.3.",
+    "mixup": "MixUp alpha: blend pairs of training images and their labels by a Beta(a, a) share, e.g. 0.2.",
+    "cutmix": "CutMix alpha: paste a box of another training image, labels by area, Beta(a, a), e.g. 1.0 "
+    "(with mixup too, each batch gets one of the two).",
 }
 
 
@@ -121,6 +124,9 @@ class Augment:
     hue: float = 0
     saturation: float = 0
     contrast: float = 0
+    # Batch-level (a pair of images and their labels mixed; `build_batch_mix`, applied by training).
+    mixup: float = 0
+    cutmix: float = 0
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -188,6 +194,8 @@ class Augment:
         put("hue", _number("hue", self.hue, "a value in [0, 0.5]", hi=0.5))
         put("saturation", _number("saturation", self.saturation, "a value >= 0"))
         put("contrast", _number("contrast", self.contrast, "a value >= 0"))
+        for name in ("mixup", "cutmix"):
+            put(name, _number(name, getattr(self, name), "a Beta alpha >= 0 (0 = off), e.g. 1.0"))
 
     # -- derived values ----------------------------------------------------------------------------
     @property
@@ -210,7 +218,8 @@ class Augment:
 
     @property
     def enabled(self) -> bool:
-        """True when at least one operation changes images (``fill_mode``/``cval`` alone do not)."""
+        """True when at least one per-image operation changes images (``fill_mode``/``cval`` alone do
+        not; batch mixing is ``mixing``)."""
         return bool(
             self.affine_enabled
             or self.horizontal_flip
@@ -224,6 +233,11 @@ class Augment:
             or self.saturation
             or self.contrast
         )
+
+    @property
+    def mixing(self) -> bool:
+        """True when MixUp or CutMix mixes training batches."""
+        return bool(self.mixup or self.cutmix)
 
     # -- (de)serialisation -------------------------------------------------------------------------
     @classmethod
@@ -470,3 +484,17 @@ def build_transform(aug: Augment, size: tuple[int, int]) -> v2.Transform | None:
     if aug.random_erasing:
         ops.append(v2.RandomErasing(p=aug.random_erasing, value=aug.cval))
     return ops[0] if len(ops) == 1 else v2.Compose(ops)
+
+
+def build_batch_mix(aug: Augment, num_classes: int) -> v2.Transform | None:
+    """MixUp and/or CutMix (torchvision v2) for a float batch and its integer labels; returns the mixed
+    batch and soft labels ``(B, num_classes)``. ``None`` when neither is on. With both, each batch gets
+    one of the two at random (timm's ``switch_prob`` 0.5)."""
+    mixes: list[v2.Transform] = []
+    if aug.mixup:
+        mixes.append(v2.MixUp(alpha=aug.mixup, num_classes=num_classes))
+    if aug.cutmix:
+        mixes.append(v2.CutMix(alpha=aug.cutmix, num_classes=num_classes))
+    if not mixes:
+        return None
+    return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)

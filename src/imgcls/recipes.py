@@ -60,7 +60,10 @@ class Recipe:
     augment: Augment = Augment()
     early_stopping: int = 0  # patience in epochs on `monitor`; 0 = off
     monitor: str = "val_loss"  # the epoch kept: lowest val_loss | highest val_accuracy
+    val_every: int = 1  # validate every N epochs and the last (a validation costs a pass over val)
     flip_tta: bool = False  # validation and predictions average each image with its mirror image
+    progressive_from: int = 0  # pixels: training starts at this size and grows to image_size (fastai); 0 = off
+    progressive_until: float = 0.75  # share of the epochs after which training is at image_size
     val_split: float = 0.2  # share of each class held out when DATA has no val/ folder
     # transfer learning (model "transfer"): stage 1 trains the head on cached backbone features
     weights: str | None = None  # "imagenet" (package or download) | a weights file | None = random
@@ -72,6 +75,8 @@ class Recipe:
     fine_tune_batch_size: int = 32  # images per step in stage 2
     fine_tune_optimizer: str = "rmsprop"
     fine_tune_lr: float = 1e-5  # the seeds' RMSprop(lr=1e-5)
+    fine_tune_lr_decay: float = 1.0  # discriminative rates (fastai): each unfrozen block nearer the input trains
+    # at this times the next one's rate, the head at fine_tune_lr; 1 = one rate for all
     fine_tune_schedule: str = "constant"
     fine_tune_image_size: int | None = None  # pixels; stage 2 and the model it keeps (progressive resizing)
     command: str = ""  # the command that measured `expected` ("" = not measured here)
@@ -91,6 +96,22 @@ class Recipe:
         if isinstance(changes.get("augment"), dict):  # e.g. from JSON: {"horizontal_flip": true}
             changes["augment"] = Augment.from_dict(changes["augment"])
         return dataclasses.replace(self, **changes)
+
+    @property
+    def full_size_epoch(self) -> int:
+        """The first epoch (0-based) trained at `image_size`: after progressive resizing's ramp."""
+        full = self.progressive_from <= 0 or self.progressive_from >= self.image_size
+        return 0 if full else round(self.epochs * self.progressive_until)
+
+    def training_size(self, epoch: int) -> int:
+        """Pixels of training epoch `epoch` (0-based): with progressive resizing, a straight ramp from
+        `progressive_from` to `image_size` in steps of 16 px (few shapes for the CPU kernels to plan),
+        at `image_size` from `full_size_epoch` on."""
+        ramp = self.full_size_epoch
+        if epoch >= ramp:
+            return self.image_size
+        size = self.progressive_from + (self.image_size - self.progressive_from) * epoch / ramp
+        return min(self.image_size, max(self.progressive_from, 16 * round(size / 16)))
 
     def as_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

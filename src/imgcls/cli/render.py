@@ -162,7 +162,7 @@ def print_stream_summary(summary) -> None:
 def print_recipes(recipes: list, default: str) -> None:
     for r in recipes:
         marker = " [green](default)[/green]" if r.name == default else ""
-        augment = "augmented" if r.augment.enabled else "no augmentation"
+        augment = "augmented" if r.augment.enabled or r.augment.mixing else "no augmentation"
         training = f"batch {r.batch_size}, {r.epochs} epochs, {r.optimizer} lr {r.lr:g} ({r.schedule})"
         if r.model == "transfer" and r.head_fit == "lbfgs-cv":
             training = "head: L2 logistic regression, strength by 5-fold cross-validation"

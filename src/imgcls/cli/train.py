@@ -85,6 +85,10 @@ def train(
     fine_tune_lr: Annotated[
         str | None, _lr_option("Learning rate of stage 2, or 'find' (the learning-rate finder)", TRANSFER)
     ] = None,
+    fine_tune_lr_decay: Annotated[
+        float | None,
+        _opt("Discriminative rates: each block nearer the input at this times the next one's (e.g. 0.5)", TRANSFER),
+    ] = None,
     fine_tune_image_size: Annotated[
         int | None, _opt("Input size of stage 2 and of the model it keeps (progressive resizing)", TRANSFER)
     ] = None,

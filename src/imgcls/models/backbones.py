@@ -313,6 +313,13 @@ def block_names(backbone: nn.Module) -> list[str]:
     return [name for name, _ in _block_params(backbone)]
 
 
+def trainable_blocks(backbone: nn.Module) -> list[list[nn.Parameter]]:
+    """The trainable parameters of each block that has some, input side first (discriminative rates)."""
+    parameters = dict(backbone.named_parameters())
+    blocks = [[parameters[n] for n in names if parameters[n].requires_grad] for _, names in _block_params(backbone)]
+    return [block for block in blocks if block]
+
+
 def set_trainable(backbone: nn.Module, unfreeze: str | None) -> list[str]:
     """Freeze ``backbone`` except the blocks ``unfreeze`` selects; returns the trainable block names.
 

@@ -77,6 +77,23 @@ class HistoryWriter(L.Callback):
         write_history(self.path, self.rows)
 
 
+class ValidationSchedule(L.Callback):
+    """Validation every `every` epochs from epoch `first` (0-based) on, and at the last epoch: the
+    kept model is the best validated one, and with a one-cycle schedule the last is usually it.
+    Epochs before `first` (progressive resizing's smaller sizes) are not validated: at the full
+    size, a model trained on smaller images scores near chance until it has trained at that size."""
+
+    def __init__(self, every: int = 1, first: int = 0):
+        self.every, self.first = max(1, every), first
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
+        due = epoch >= self.first and (epoch + 1 - self.first) % self.every == 0
+        # Lightning validates when (epoch + 1) % check_val_every_n_epoch == 0
+        trainer.check_val_every_n_epoch = 1 if (last or due) else epoch + 2
+
+
 class InterruptCheckpoint(OnExceptionCheckpoint):
     """`interrupted.ckpt` on Ctrl-C, but only while the epoch has training batches left: Lightning
     resumes a checkpoint taken once the last batch has started as a finished epoch, without

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import LearningRateFinder, WeightAveraging
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
+from imgcls.augment import Augment, build_batch_mix
 from imgcls.models.classifier import ModelSpec, build_classifier
+from imgcls.recipes import Recipe
 
 STAGES = ("train", "head", "fine-tune")  # whole network | head on cached features | unfrozen backbone
 
@@ -35,6 +37,10 @@ class ClassifierModule(L.LightningModule):
         self.spec = ModelSpec.from_dict(spec)
         self.recipe = recipe
         self.stage = stage
+        training = stage == "train"  # MixUp/CutMix and progressive resizing: whole-network training only
+        mix = build_batch_mix(Augment.from_dict(recipe.get("augment")), len(self.spec.classes))
+        self.mix = mix if training else None
+        self.sizes = Recipe.from_dict(recipe) if training and recipe.get("progressive_from") else None
         self.model = build_classifier(self.spec).to(memory_format=torch.channels_last)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
@@ -79,28 +85,47 @@ class ClassifierModule(L.LightningModule):
         loss_sum, correct, images = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").tolist()
         return {"loss": loss_sum / images, "accuracy": correct / images} if images else {}
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy on integer `labels`, or on `soft` labels (B, classes) where MixUp/CutMix mixed."""
         smoothing = self.recipe["label_smoothing"]
         if self.spec.output == "sigmoid":
-            target = labels.float() * (1 - smoothing) + 0.5 * smoothing
+            positive = labels.float() if soft is None else soft[:, 1]
+            target = positive * (1 - smoothing) + 0.5 * smoothing
             per_image = F.binary_cross_entropy_with_logits(logits[:, 0], target, reduction="none")
             if self.class_weights is not None:
-                per_image = per_image * self.class_weights[labels]
+                weights = self.class_weights[labels] if soft is None else soft @ self.class_weights
+                per_image = per_image * weights
             return per_image.mean()
-        return F.cross_entropy(logits, labels, weight=self.class_weights, label_smoothing=smoothing)
+        target = labels if soft is None else soft
+        return F.cross_entropy(logits, target, weight=self.class_weights, label_smoothing=smoothing)
 
     def predicted(self, logits: torch.Tensor) -> torch.Tensor:
         return (logits[:, 0] > 0).long() if self.spec.output == "sigmoid" else logits.argmax(1)
 
+    def training_batch(self, pixels: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This epoch's training size (progressive resizing) and MixUp/CutMix: the pixels trained on and
+        their soft labels (None when nothing mixes)."""
+        size = self.sizes.training_size(self.current_epoch) if self.sizes is not None else pixels.shape[-1]
+        if pixels.shape[-2:] != (size, size):
+            pixels = F.interpolate(pixels.float(), size=(size, size), mode="bilinear", antialias=True)
+        if self.mix is None:
+            return pixels, None
+        return self.mix(pixels.float(), labels)
+
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str) -> torch.Tensor:
         pixels, labels = batch
+        soft = None
+        if prefix == "":
+            pixels, soft = self.training_batch(pixels, labels)
         outputs = self(pixels)
         # GoogLeNet in training mode: (main, aux1, aux2); each auxiliary loss counts aux_loss_weight times
         logits, *auxiliary = outputs if isinstance(outputs, tuple) else (outputs,)
-        loss = self.loss(logits, labels)
+        loss = self.loss(logits, labels, soft)
         for aux_logits in auxiliary:
-            loss = loss + self.recipe["aux_loss_weight"] * self.loss(aux_logits, labels)
-        accuracy = (self.predicted(logits) == labels).float().mean()
+            loss = loss + self.recipe["aux_loss_weight"] * self.loss(aux_logits, labels, soft)
+        # mixed batches: accuracy against the larger share of each image
+        truth = labels if soft is None else soft.argmax(1)
+        accuracy = (self.predicted(logits) == truth).float().mean()
         size = len(labels)
         if prefix == "":
             self._add_to_totals(loss, accuracy, size)
@@ -146,13 +171,30 @@ class ClassifierModule(L.LightningModule):
     def validation_step(self, batch, batch_index: int) -> None:
         self._shared_step(batch, "val_")
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        recipe = self.recipe
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        """What the optimiser trains, at which peak rate. Stage "fine-tune" with `fine_tune_lr_decay`
+        below 1: the head at `lr`, each unfrozen backbone block nearer the input at `decay` times the
+        next one's rate (fastai's discriminative rates: early features change least)."""
         trained = self.model.net.head if self.stage == "head" else self.model
         params = [p for p in trained.parameters() if p.requires_grad]
+        factor = self.recipe.get("fine_tune_lr_decay", 1.0)
+        if self.stage != "fine-tune" or factor == 1.0:
+            return [{"params": params, "lr": lr}]
+        from imgcls.models.backbones import trainable_blocks
+
+        blocks = trainable_blocks(self.model.net.backbone)
+        in_blocks = {id(p) for block in blocks for p in block}
+        groups = [{"params": [p for p in params if id(p) not in in_blocks], "lr": lr}]
+        for depth, block in enumerate(reversed(blocks), start=1):
+            groups.append({"params": block, "lr": lr * factor**depth})
+        return [group for group in groups if group["params"]]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        recipe = self.recipe
         name, lr, decay = recipe["optimizer"], recipe["lr"], recipe["weight_decay"]
         if self.stage == "fine-tune":
             name, lr = recipe["fine_tune_optimizer"], recipe["fine_tune_lr"]
+        params = self.parameter_groups(lr)
         # fused: one kernel for all parameters instead of a handful of passes over each (a seed-basic-cnn
         # step 1.13x faster on a CPU, benchmarks/README.md); the same update and state dict
         fused = {"fused": True}
@@ -173,8 +215,11 @@ class ClassifierModule(L.LightningModule):
         total_steps = max(1, epochs * self.hparams.steps_per_epoch)
         schedule = recipe["fine_tune_schedule"] if self.stage == "fine-tune" else recipe["schedule"]
         if schedule == "onecycle":
+            peaks, warmup = [group["lr"] for group in optimizer.param_groups], recipe["warmup_fraction"]
+            # OneCycleLR divides by its warm-up steps: a run of a few steps gets a schedule it does not finish
+            total_steps = max(total_steps, int(1 / warmup) + 1) if warmup > 0 else total_steps
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=lr, total_steps=total_steps, pct_start=recipe["warmup_fraction"]
+                optimizer, max_lr=peaks, total_steps=total_steps, pct_start=warmup
             )
         elif schedule == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)

@@ -32,6 +32,7 @@ from imgcls.training.callbacks import (
     HistoryWriter,
     InterruptCheckpoint,
     LatestCheckpoint,
+    ValidationSchedule,
     epoch_progress_bar,
     tensor_digest,
     verify_digest,
@@ -142,6 +143,8 @@ def make_trainer(job: Job, stage: str, epochs: int, checkpoint_files: bool = Tru
         callbacks.append(
             EarlyStopping(monitor=recipe.monitor, mode=MONITORS[recipe.monitor], patience=recipe.early_stopping)
         )
+    if recipe.val_every > 1 or (stage == "train" and recipe.full_size_epoch):
+        callbacks.append(ValidationSchedule(recipe.val_every, recipe.full_size_epoch if stage == "train" else 0))
     if options.progress:
         callbacks.append(epoch_progress_bar())
     processes, plugins = _processes(options, single_process)

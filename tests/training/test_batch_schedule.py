@@ -1,0 +1,129 @@
+"""What a training batch is made of: progressive resizing (`progressive_from`), MixUp/CutMix
+(`augment.mixup`, `augment.cutmix`) with soft labels, and validation every N epochs (`val_every`)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import imgcls
+from imgcls.augment import Augment
+from imgcls.errors import ImgclsError
+from imgcls.recipes import get_recipe
+from imgcls.training.module import ClassifierModule
+
+
+def test_progressive_sizes_ramp_in_16px_steps_to_the_full_size() -> None:
+    recipe = get_recipe("scratch").override(image_size=128, epochs=20, progressive_from=64, progressive_until=0.5)
+    sizes = [recipe.training_size(epoch) for epoch in range(20)]
+    assert sizes[0] == 64
+    assert sizes == sorted(sizes)
+    assert all(size % 16 == 0 for size in sizes)
+    assert {64, 80, 96, 112} <= set(sizes[:10])  # the ramp: half of the epochs
+    assert sizes[10:] == [128] * 10
+    assert recipe.full_size_epoch == 10
+    plain = get_recipe("scratch").override(image_size=128)
+    assert {plain.training_size(e) for e in range(30)} == {128} and plain.full_size_epoch == 0  # off
+
+
+def test_progressive_resizing_trains_small_and_validates_at_full_size() -> None:
+    module = _module({"progressive_from": 32, "epochs": 4, "image_size": 64})
+    pixels = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    trained, soft = module.training_batch(pixels, torch.tensor([0, 1, 0, 1]))
+    assert trained.shape == (4, 3, 32, 32) and soft is None
+    assert trained.min() >= 0 and trained.max() <= 255  # still pixels: the model normalises them
+    assert module(trained).shape == (4, 2)  # global pooling: any size
+
+
+def test_cutmix_pastes_boxes_and_labels_them_by_area() -> None:
+    torch.manual_seed(0)
+    module = _module({"augment": {"cutmix": 1.0}})
+    pixels = torch.stack([torch.full((3, 32, 32), 40 * k, dtype=torch.uint8) for k in range(6)])
+    labels = torch.tensor([0, 1, 0, 1, 0, 1])
+    mixed, soft = module.training_batch(pixels, labels)
+    assert soft.shape == (6, 2)
+    torch.testing.assert_close(soft.sum(1), torch.ones(6))
+    share_kept = soft[torch.arange(6), labels]
+    # each image keeps its own value outside the pasted box; labels follow the areas
+    for k in range(6):
+        own = (mixed[k] == 40 * k).all(0).float().mean()
+        if labels[k] != labels.roll(1)[k]:  # torchvision pairs each image with the previous one
+            torch.testing.assert_close(share_kept[k], own, atol=1e-6, rtol=0)
+    assert (share_kept < 1).any(), "some images should get a box of another"
+
+
+def test_soft_labels_that_are_one_hot_give_the_plain_loss() -> None:
+    labels = torch.tensor([0, 1, 1, 0])
+    logits = torch.randn(4, 2)
+    for recipe in ({"label_smoothing": 0.1}, {"label_smoothing": 0.0}):
+        module = _module(recipe)
+        one_hot = torch.nn.functional.one_hot(labels, 2).float()
+        torch.testing.assert_close(module.loss(logits, labels, one_hot), module.loss(logits, labels))
+    binary = _module({}, output="sigmoid")
+    single = logits[:, :1]
+    one_hot = torch.nn.functional.one_hot(labels, 2).float()
+    torch.testing.assert_close(binary.loss(single, labels, one_hot), binary.loss(single, labels))
+
+
+@pytest.mark.parametrize("value", [-1, "much", True])
+def test_bad_mixing_strength_names_the_option(value) -> None:
+    with pytest.raises(ImgclsError, match="cutmix"):
+        Augment.from_dict({"cutmix": value})
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+@pytest.mark.usefixtures("imgcls_env")
+def test_a_run_with_mixing_resizing_and_sparse_validation(cats_dogs_subset, tmp_path: Path) -> None:
+    data = cats_dogs_subset("data", train=16, val=8)
+    run = imgcls.train(
+        data,
+        "scratch",
+        out=tmp_path / "runs",
+        image_size=48,
+        epochs=4,
+        batch_size=8,
+        progress=False,
+        progressive_from=32,
+        progressive_until=0.25,  # epoch 1 at 32 px, then 48
+        val_every=2,
+        augment={"horizontal_flip": True, "mixup": 0.4, "cutmix": 1.0},
+    )
+    with (run / "history.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    # not the small-size epoch 1; then every 2nd epoch at the full size, and the last
+    assert [int(row["epoch"]) for row in rows] == [3, 4]
+    assert all(row["val_accuracy"] for row in rows)
+    assert run.spec.image_size == 48
+    assert run.kept["epoch"] in (3, 4)
+    assert load_file(str(run / "model.safetensors"))
+
+
+def _module(recipe: dict, output: str = "softmax") -> ClassifierModule:
+    base = get_recipe("scratch").override(augment={}).as_dict()
+    spec = {"architecture": "fast-resnet", "classes": ["a", "b"], "image_size": 32, "arch_args": {}, "output": output}
+    return ClassifierModule(spec, {**base, "label_smoothing": 0.0, **recipe}, steps_per_epoch=1)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_discriminative_rates_fall_block_by_block_towards_the_input(schedule: str) -> None:
+    from imgcls.models.backbones import set_trainable
+
+    base = get_recipe("transfer").override(augment={}, fine_tune_lr=1e-3, fine_tune_lr_decay=0.5)
+    spec = {"architecture": "transfer", "classes": ["a", "b"], "image_size": 64, "output": "sigmoid"}
+    spec["arch_args"] = {"backbone": "efficientnet_lite0"}
+    recipe = {**base.as_dict(), "fine_tune_schedule": schedule, "fine_tune_epochs": 1}
+    module = ClassifierModule(spec, recipe, steps_per_epoch=4, stage="fine-tune")
+    assert set_trainable(module.model.net.backbone, "last:2") == ["blocks.5", "blocks.6+conv_head+bn2"]
+    optimizer = module.configure_optimizers()["optimizer"]
+    peaks = [group.get("max_lr", group["initial_lr"]) for group in optimizer.param_groups]
+    assert peaks == pytest.approx([1e-3, 5e-4, 2.5e-4])  # head, last block, the one before
+    trained = [p for group in optimizer.param_groups for p in group["params"]]
+    wanted = [p for p in module.model.parameters() if p.requires_grad]
+    assert len(trained) == len(wanted) and {id(p) for p in trained} == {id(p) for p in wanted}
+    head = {id(p) for p in module.model.net.head.parameters()}
+    assert {id(p) for p in optimizer.param_groups[0]["params"]} == head
