@@ -93,6 +93,9 @@ class Recipe:
             raise ImgclsError(f"head_fit {changes['head_fit']!r}: use one of {', '.join(HEAD_FITS)}")
         if "resize" in changes and changes["resize"] not in RESIZE_POLICIES:
             raise ImgclsError(f"resize {changes['resize']!r}: use one of {', '.join(RESIZE_POLICIES)}")
+        for name, (low, high, meaning) in BOUNDED_FIELDS.items():
+            if name in changes:
+                changes[name] = _bounded(name, changes[name], low, high, meaning)
         if isinstance(changes.get("augment"), dict):  # e.g. from JSON: {"horizontal_flip": true}
             changes["augment"] = Augment.from_dict(changes["augment"])
         return dataclasses.replace(self, **changes)
@@ -125,6 +128,24 @@ class Recipe:
         for key in ("mean", "std"):
             values[key] = tuple(values[key])
         return cls(**values)
+
+
+# fields a wrong number would break in the middle of a training: (lowest, highest, what it is)
+BOUNDED_FIELDS = {
+    "val_every": (1, math.inf, "a whole number of epochs >= 1"),
+    "progressive_from": (0, math.inf, "a whole number of pixels >= 0 (0 = off)"),
+    "progressive_until": (0.0, 1.0, "a share of the epochs in (0, 1]"),
+    "fine_tune_lr_decay": (0.0, 1.0, "a factor in (0, 1] (1 = one rate)"),
+}
+
+
+def _bounded(name: str, value: Any, low: float, high: float, meaning: str) -> Any:
+    whole = isinstance(low, int)
+    number = value if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
+    fits = number is not None and low <= number <= high and (number > low or whole)
+    if not fits or (whole and float(number) != int(number)):
+        raise ImgclsError(f"recipe field {name}={value!r}: use {meaning}")
+    return int(number) if whole else float(number)
 
 
 HEAD_FITS = ("epochs", "lbfgs-cv")  # how stage 1 of a transfer recipe fits its head (imgcls.training.logistic)

@@ -127,3 +127,34 @@ def test_discriminative_rates_fall_block_by_block_towards_the_input(schedule: st
     assert len(trained) == len(wanted) and {id(p) for p in trained} == {id(p) for p in wanted}
     head = {id(p) for p in module.model.net.head.parameters()}
     assert {id(p) for p in optimizer.param_groups[0]["params"]} == head
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("val_every", 0),
+        ("val_every", 1.5),
+        ("progressive_from", -8),
+        ("progressive_until", 0),
+        ("progressive_until", 1.5),
+        ("fine_tune_lr_decay", 0),
+        ("fine_tune_lr_decay", 2),
+        ("val_every", "2"),
+    ],
+)
+def test_schedule_fields_out_of_range_are_refused_with_their_name(field: str, value) -> None:
+    with pytest.raises(ImgclsError, match=field):
+        get_recipe("scratch").override(**{field: value})
+    assert get_recipe("scratch").override(val_every=3, progressive_until=1, fine_tune_lr_decay=0.5).val_every == 3
+
+
+def test_fine_tune_lr_decay_reaches_the_recipe_from_the_cli_and_the_api() -> None:
+    import typer
+
+    from imgcls import api
+    from imgcls.cli.app import app
+
+    command = typer.main.get_command(app).commands["train"]
+    assert "fine_tune_lr_decay" in {p.name for p in command.params}
+    recipe, _ = api.resolve("transfer", {"fine_tune": True, "fine_tune_lr_decay": 0.5})
+    assert recipe.fine_tune_lr_decay == 0.5
