@@ -62,7 +62,7 @@ def main() -> None:
             "later_train_images_per_s_median": round(statistics.median(r["train_images_per_s"] for r in history[1:]), 1)
             if later
             else None,
-            "best_val_accuracy_in_history": max(r["val_accuracy"] for r in history),
+            "best_val_accuracy_in_history": max(r["val_accuracy"] for r in history if "val_accuracy" in r),
             "last_epoch_val_accuracy": history[-1]["val_accuracy"],
             "final_model_accuracy": metrics["accuracy"],
             "final_model_split": metrics["split"],

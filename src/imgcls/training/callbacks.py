@@ -27,8 +27,9 @@ from imgcls.run import read_history, write_history
 
 class HistoryWriter(L.Callback):
     """One history.csv row per epoch (rank 0 only), epochs counted from 1, written when the epoch's
-    validation ends: before that epoch's checkpoints, so a run killed in between redoes the epoch
-    instead of losing its row. On resume, rows from the checkpoint's epoch on are dropped."""
+    validation ends (or the epoch, when it is not validated; its val columns stay empty): before
+    that epoch's checkpoints, so a run killed in between redoes the epoch instead of losing its row.
+    On resume, rows from the checkpoint's epoch on are dropped."""
 
     def __init__(self, path: Path, stage: str = "train"):
         self.path = path
@@ -36,6 +37,7 @@ class HistoryWriter(L.Callback):
         self.rows: list[dict] = []
         self._epoch_started = 0.0
         self._images = 0  # trained on in this process this epoch (a resumed epoch counts only its rest)
+        self._validated = -1  # the last epoch (0-based) whose validation wrote its row
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_started = time.perf_counter()  # resuming mid-epoch skips on_train_epoch_start
@@ -57,12 +59,21 @@ class HistoryWriter(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        validation = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("val_loss", "val_accuracy")}
+        self._validated = trainer.current_epoch
+        self._write_row(trainer, pl_module, validation)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """An epoch without validation (`val_every`, progressive resizing) still gets its row."""
+        if self._validated != trainer.current_epoch:  # the same on every rank: all of them reduce the totals
+            self._write_row(trainer, pl_module, {})
+
+    def _write_row(self, trainer: L.Trainer, pl_module: L.LightningModule, validation: dict[str, float]) -> None:
         # from the module's totals: they cover the whole epoch even when it was resumed midway
         train_metrics = pl_module.train_epoch_metrics()
         if not trainer.is_global_zero:
             return
         seconds = time.perf_counter() - self._epoch_started
-        validation = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("val_loss", "val_accuracy")}
         self.rows.append(
             {
                 "stage": self.stage,

@@ -47,9 +47,10 @@ def fit_plain(job: Job, resume: bool) -> None:
         class_weights=job_class_weights(job, decoded["train"].labels),
     )
     photos = len(decoded["train"].labels)
-    log.info(
-        "training %s on %s photos at %d px for %d epochs", recipe.model, f"{photos:,}", recipe.image_size, recipe.epochs
-    )
+    size = f"{recipe.image_size} px"
+    if recipe.full_size_epoch:
+        size = f"{recipe.progressive_from} px growing to {size} by epoch {recipe.full_size_epoch + 1} (validated from then)"
+    log.info("training %s on %s photos at %s for %d epochs", recipe.model, f"{photos:,}", size, recipe.epochs)
     choose_lr(job, module, loaders[0], STAGE)  # --lr find
     trainer = make_trainer(job, STAGE, recipe.epochs)
     run_trainer(job, trainer, module, loaders, STAGE, checkpoint)
