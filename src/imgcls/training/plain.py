@@ -49,7 +49,8 @@ def fit_plain(job: Job, resume: bool) -> None:
     photos = len(decoded["train"].labels)
     size = f"{recipe.image_size} px"
     if recipe.full_size_epoch:
-        size = f"{recipe.progressive_from} px growing to {size} by epoch {recipe.full_size_epoch + 1} (validated from then)"
+        grows = f"growing to {size} by epoch {recipe.full_size_epoch + 1}, validated from then"
+        size = f"{recipe.progressive_from} px ({grows})"
     log.info("training %s on %s photos at %s for %d epochs", recipe.model, f"{photos:,}", size, recipe.epochs)
     choose_lr(job, module, loaders[0], STAGE)  # --lr find
     trainer = make_trainer(job, STAGE, recipe.epochs)
