@@ -32,6 +32,7 @@ from imgcls.recipes import (
     LR_FIELDS,
     SEED_AUGMENT,
     Recipe,
+    check_whole_network_options,
     get_recipe,
     parse_lr,
     with_backbone,
@@ -192,6 +193,7 @@ def resolve(recipe: str | Recipe | None, settings: dict[str, Any]) -> tuple[Reci
         chosen = with_backbone(chosen, backbone).override(
             image_size=fields.get("image_size"), resize=fields.get("resize")
         )
+    check_whole_network_options(chosen)
     if "fine_tune_lr" in options.lr_find and not (chosen.model == "transfer" and chosen.fine_tune):
         raise ImgclsError(
             f"--fine-tune-lr find: {chosen.name} has no fine-tune stage here (a transfer recipe with --fine-tune)"

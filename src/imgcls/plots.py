@@ -37,8 +37,10 @@ def curves_figure(history: list[dict[str, float]], title: str = "") -> Figure:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for axis, metric, label in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss")):
         for key, name in ((metric, "Training"), (f"val_{metric}", "Validation")):
-            values = [row.get(key, np.nan) for row in history]
-            axis.plot(epochs, values, marker="o", markersize=3, label=f"{name} {label.lower()}")
+            # epochs without validation (val_every, progressive resizing) have no val figures: the line joins the rest
+            shown = [(epoch, row[key]) for epoch, row in zip(epochs, history, strict=True) if key in row]
+            xs, ys = zip(*shown, strict=True) if shown else ((), ())
+            axis.plot(xs, ys, marker="o", markersize=3, label=f"{name} {label.lower()}")
         stages = [row.get("stage", "train") for row in history]
         for index in range(1, len(stages)):
             if stages[index] != stages[index - 1]:

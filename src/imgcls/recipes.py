@@ -102,9 +102,10 @@ class Recipe:
 
     @property
     def full_size_epoch(self) -> int:
-        """The first epoch (0-based) trained at `image_size`: after progressive resizing's ramp."""
+        """The first epoch (0-based) trained at `image_size`: after progressive resizing's ramp, and
+        never later than the last epoch (the kept model is always trained at its own size)."""
         full = self.progressive_from <= 0 or self.progressive_from >= self.image_size
-        return 0 if full else round(self.epochs * self.progressive_until)
+        return 0 if full else max(0, min(self.epochs - 1, math.floor(self.epochs * self.progressive_until + 0.5)))
 
     def training_size(self, epoch: int) -> int:
         """Pixels of training epoch `epoch` (0-based): with progressive resizing, a straight ramp from
@@ -190,6 +191,25 @@ def with_backbone(recipe: Recipe, backbone: str) -> Recipe:
         std=tuple(info.std),
         resize=info.resize,
     )
+
+
+def check_whole_network_options(recipe: Recipe) -> None:
+    """Progressive resizing and MixUp/CutMix train whole networks (not a transfer recipe's cached
+    features), and progressive resizing needs one that takes any size (global pooling, no Flatten)."""
+    from imgcls.models.registry import accepts
+
+    options = (("progressive_from", recipe.progressive_from), ("mixup/cutmix", recipe.augment.mixing))
+    asked = [name for name, on in options if on]
+    if asked and recipe.model == "transfer":
+        raise ImgclsError(
+            f"{' and '.join(asked)}: train whole networks from scratch; {recipe.name} trains a head on cached "
+            "features (stage 2 grows to --fine-tune-image-size instead)"
+        )
+    if recipe.progressive_from and accepts(recipe.model, "image_size"):
+        raise ImgclsError(
+            f"progressive_from: {recipe.model} is built for {recipe.image_size}-px images only (its head flattens a "
+            "fixed-size map); use a model with global pooling, e.g. small-resnet"
+        )
 
 
 def is_binary(recipe: Recipe, classes: list[str]) -> bool:

@@ -159,3 +159,59 @@ def test_fine_tune_lr_decay_reaches_the_recipe_from_the_cli_and_the_api() -> Non
     assert "fine_tune_lr_decay" in {p.name for p in command.params}
     recipe, _ = api.resolve("transfer", {"fine_tune": True, "fine_tune_lr_decay": 0.5})
     assert recipe.fine_tune_lr_decay == 0.5
+
+
+def test_short_runs_end_at_the_full_size() -> None:
+    for epochs in (1, 2, 3):
+        recipe = get_recipe("scratch").override(image_size=128, epochs=epochs, progressive_from=64, progressive_until=1)
+        assert recipe.training_size(epochs - 1) == 128, epochs
+
+
+@pytest.mark.parametrize(
+    ("recipe", "settings", "refusal"),
+    [
+        ("seed-basic-cnn", {"progressive_from": 64}, "seed-basic-cnn is built for 150-px"),
+        ("transfer", {"progressive_from": 96}, "trains a head on cached features"),
+        ("transfer", {"aug": ["cutmix=1.0"]}, "mixup/cutmix"),
+    ],
+)
+def test_options_a_recipe_cannot_train_with_are_refused(recipe: str, settings: dict, refusal: str) -> None:
+    from imgcls import api
+
+    with pytest.raises(ImgclsError, match=refusal):
+        api.resolve(recipe, settings)
+
+
+def test_class_weights_weigh_mixed_images_by_their_shares() -> None:
+    module = _module({})
+    module.class_weights = torch.tensor([1.0, 3.0])
+    logits, labels = torch.randn(6, 2), torch.tensor([0, 1, 1, 0, 0, 1])
+    one_hot = torch.nn.functional.one_hot(labels, 2).float()
+    torch.testing.assert_close(module.loss(logits, labels, one_hot), module.loss(logits, labels))
+    half = torch.full((6, 2), 0.5)
+    per_image = torch.nn.functional.cross_entropy(logits, half, reduction="none")
+    torch.testing.assert_close(module.loss(logits, labels, half), per_image.mean())  # equal weights: 2 each
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+@pytest.mark.usefixtures("imgcls_env")
+def test_early_stopping_waits_for_validations(cats_dogs_subset, tmp_path: Path) -> None:
+    """Lightning's early stopping checks after every epoch unless told otherwise: on an epoch without
+    validation it would stop the run with "val_loss is not available"."""
+    data = cats_dogs_subset("data", train=16, val=8)
+    run = imgcls.train(
+        data,
+        "scratch",
+        out=tmp_path / "runs",
+        image_size=32,
+        epochs=6,
+        batch_size=8,
+        progress=False,
+        val_every=3,
+        early_stopping=1,
+    )
+    with (run / "history.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in rows if row["val_loss"]] == [3, 6]
+    assert len(rows) == 6

@@ -97,6 +97,9 @@ class ValidationSchedule(L.Callback):
     def __init__(self, every: int = 1, first: int = 0):
         self.every, self.first = max(1, every), first
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.on_train_epoch_start(trainer, pl_module)  # a run resumed mid-epoch skips that epoch's start
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
         last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs

@@ -96,8 +96,13 @@ class ClassifierModule(L.LightningModule):
                 weights = self.class_weights[labels] if soft is None else soft @ self.class_weights
                 per_image = per_image * weights
             return per_image.mean()
-        target = labels if soft is None else soft
-        return F.cross_entropy(logits, target, weight=self.class_weights, label_smoothing=smoothing)
+        if soft is None:
+            return F.cross_entropy(logits, labels, weight=self.class_weights, label_smoothing=smoothing)
+        per_image = F.cross_entropy(logits, soft, label_smoothing=smoothing, reduction="none")
+        if self.class_weights is None:
+            return per_image.mean()
+        weights = soft @ self.class_weights  # as integer labels weigh: each image by its classes' shares
+        return (per_image * weights).sum() / weights.sum()
 
     def predicted(self, logits: torch.Tensor) -> torch.Tensor:
         return (logits[:, 0] > 0).long() if self.spec.output == "sigmoid" else logits.argmax(1)

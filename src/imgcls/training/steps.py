@@ -141,7 +141,12 @@ def make_trainer(job: Job, stage: str, epochs: int, checkpoint_files: bool = Tru
         callbacks.append(BestWeightsInMemory(recipe.monitor))
     if recipe.early_stopping:
         callbacks.append(
-            EarlyStopping(monitor=recipe.monitor, mode=MONITORS[recipe.monitor], patience=recipe.early_stopping)
+            EarlyStopping(
+                monitor=recipe.monitor,
+                mode=MONITORS[recipe.monitor],
+                patience=recipe.early_stopping,  # in validations: epochs without one are not counted
+                check_on_train_epoch_end=False,
+            )
         )
     if recipe.val_every > 1 or (stage == "train" and recipe.full_size_epoch):
         callbacks.append(ValidationSchedule(recipe.val_every, recipe.full_size_epoch if stage == "train" else 0))
