@@ -110,8 +110,10 @@ class ClassifierModule(L.LightningModule):
     def training_batch(self, pixels: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This epoch's training size (progressive resizing) and MixUp/CutMix: the pixels trained on and
         their soft labels (None when nothing mixes)."""
-        size = self.sizes.training_size(self.current_epoch) if self.sizes is not None else pixels.shape[-1]
-        if pixels.shape[-2:] != (size, size):
+        if self.stage != "train":  # cached features (head) or stage 2: as they come
+            return pixels, None
+        size = self.sizes.training_size(self.current_epoch) if self.sizes is not None else None
+        if size is not None and pixels.shape[-2:] != (size, size):
             pixels = F.interpolate(pixels.float(), size=(size, size), mode="bilinear", antialias=True)
         if self.mix is None:
             return pixels, None
