@@ -26,7 +26,7 @@ def test_progressive_sizes_ramp_in_16px_steps_to_the_full_size() -> None:
     assert {64, 80, 96, 112} <= set(sizes[:10])  # the ramp: half of the epochs
     assert sizes[10:] == [128] * 10
     assert recipe.full_size_epoch == 10
-    plain = get_recipe("scratch").override(image_size=128)
+    plain = get_recipe("scratch").override(image_size=128, progressive_from=0)
     assert {plain.training_size(e) for e in range(30)} == {128} and plain.full_size_epoch == 0  # off
 
 
@@ -105,7 +105,7 @@ def test_a_run_with_mixing_resizing_and_sparse_validation(cats_dogs_subset, tmp_
 
 
 def _module(recipe: dict, output: str = "softmax") -> ClassifierModule:
-    base = get_recipe("scratch").override(augment={}).as_dict()
+    base = get_recipe("scratch").override(augment={}, progressive_from=0).as_dict()
     spec = {"architecture": "fast-resnet", "classes": ["a", "b"], "image_size": 32, "arch_args": {}, "output": output}
     return ClassifierModule(spec, {**base, "label_smoothing": 0.0, **recipe}, steps_per_epoch=1)
 
