@@ -20,6 +20,7 @@ from imgcls.cli import app
 from imgcls.data.decode import load_image
 from imgcls.errors import ImgclsError
 from imgcls.inference import Classifier
+from imgcls.recipes import get_recipe
 from imgcls.visual import grids
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data, pytest.mark.usefixtures("one_thread")]
@@ -118,7 +119,8 @@ def test_augment_follows_a_recipe_and_rejects_one_without_augmentation(tiny_runs
     grid = spy(monkeypatch, "image_grid")
     result, paths = invoke("show", "augment", tiny_runs.data, "--recipe", "scratch", "--count", 2, "--out", tmp_path)
     assert result.exit_code == 0, result.output and len(paths) == 2
-    assert grid[0][0][0].shape == (112, 112, 3)  # the scratch recipe's size
+    size = get_recipe("scratch").image_size
+    assert grid[0][0][0].shape == (size, size, 3)  # the scratch recipe's size
     assert "recipe scratch" in grid[0][3]
     result, _ = invoke("show", "augment", tiny_runs.data, "--recipe", "seed-basic-cnn", "--out", tmp_path)
     assert isinstance(result.exception, ImgclsError) and "has no augmentation" in str(result.exception)
