@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -79,26 +78,21 @@ def test_bad_mixing_strength_names_the_option(value) -> None:
 @pytest.mark.slow
 @pytest.mark.usefixtures("imgcls_env")
 def test_a_run_with_mixing_resizing_and_sparse_validation(cats_dogs_subset, tmp_path: Path) -> None:
-    data = cats_dogs_subset("data", train=16, val=8)
-    run = imgcls.train(
-        data,
-        "scratch",
-        out=tmp_path / "runs",
+    run = _tiny_scratch_run(
+        cats_dogs_subset,
+        tmp_path,
         image_size=48,
         epochs=4,
-        batch_size=8,
-        progress=False,
         progressive_from=32,
         progressive_until=0.25,  # epoch 1 at 32 px, then 48
         val_every=2,
         augment={"horizontal_flip": True, "mixup": 0.4, "cutmix": 1.0},
     )
-    with (run / "history.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = run.history
     assert [int(row["epoch"]) for row in rows] == [1, 2, 3, 4]  # a row per epoch, with its training figures
-    assert all(row["accuracy"] and row["seconds"] for row in rows)
+    assert all("accuracy" in row and row["seconds"] > 0 for row in rows)
     # validated: not the small-size epoch 1; then every 2nd epoch at the full size, and the last
-    assert [int(row["epoch"]) for row in rows if row["val_accuracy"]] == [3, 4]
+    assert [int(row["epoch"]) for row in rows if "val_accuracy" in row] == [3, 4]
     assert run.spec.image_size == 48
     assert run.kept["epoch"] in (3, 4)
     assert load_file(str(run / "model.safetensors"))
@@ -199,19 +193,13 @@ def test_class_weights_weigh_mixed_images_by_their_shares() -> None:
 def test_early_stopping_waits_for_validations(cats_dogs_subset, tmp_path: Path) -> None:
     """Lightning's early stopping checks after every epoch unless told otherwise: on an epoch without
     validation it would stop the run with "val_loss is not available"."""
-    data = cats_dogs_subset("data", train=16, val=8)
-    run = imgcls.train(
-        data,
-        "scratch",
-        out=tmp_path / "runs",
-        image_size=32,
-        epochs=6,
-        batch_size=8,
-        progress=False,
-        val_every=3,
-        early_stopping=1,
-    )
-    with (run / "history.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert [int(row["epoch"]) for row in rows if row["val_loss"]] == [3, 6]
+    run = _tiny_scratch_run(cats_dogs_subset, tmp_path, image_size=32, epochs=6, val_every=3, early_stopping=1)
+    rows = run.history
+    assert [int(row["epoch"]) for row in rows if "val_loss" in row] == [3, 6]
     assert len(rows) == 6
+
+
+def _tiny_scratch_run(cats_dogs_subset, tmp_path: Path, **settings):
+    """`scratch` on 16 training and 8 validation photos, 8 a batch."""
+    data = cats_dogs_subset("data", train=16, val=8)
+    return imgcls.train(data, "scratch", out=tmp_path / "runs", batch_size=8, progress=False, **settings)

@@ -37,10 +37,9 @@ class ClassifierModule(L.LightningModule):
         self.spec = ModelSpec.from_dict(spec)
         self.recipe = recipe
         self.stage = stage
-        training = stage == "train"  # MixUp/CutMix and progressive resizing: whole-network training only
-        mix = build_batch_mix(Augment.from_dict(recipe.get("augment")), len(self.spec.classes))
-        self.mix = mix if training else None
-        self.sizes = Recipe.from_dict(recipe) if training and recipe.get("progressive_from") else None
+        # MixUp/CutMix and progressive resizing, for stage "train" alone (`training_batch`)
+        self.mix = build_batch_mix(Augment.from_dict(recipe.get("augment")), len(self.spec.classes))
+        self.sizes = Recipe.from_dict(recipe) if recipe.get("progressive_from") else None
         self.model = build_classifier(self.spec).to(memory_format=torch.channels_last)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)

@@ -148,8 +148,9 @@ def make_trainer(job: Job, stage: str, epochs: int, checkpoint_files: bool = Tru
                 check_on_train_epoch_end=False,
             )
         )
-    if recipe.val_every > 1 or (stage == "train" and recipe.full_size_epoch):
-        callbacks.append(ValidationSchedule(recipe.val_every, recipe.full_size_epoch if stage == "train" else 0))
+    first_validated = recipe.full_size_epoch if stage == "train" else 0  # progressive resizing: whole networks
+    if recipe.val_every > 1 or first_validated:
+        callbacks.append(ValidationSchedule(recipe.val_every, first_validated))
     if options.progress:
         callbacks.append(epoch_progress_bar())
     processes, plugins = _processes(options, single_process)
