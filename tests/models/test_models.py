@@ -136,6 +136,35 @@ def test_save_load_round_trip(name: str, channels: int, tmp_path: Path) -> None:
         assert torch.equal(value, loaded.state_dict()[key]), key
 
 
+def test_eval_crop_predicts_on_the_centre_alone_and_trains_on_the_whole_image(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    spec = small_spec("small-resnet", 3)
+    spec.eval_crop = 0.8
+    model = build_classifier(spec)
+    save_model(tmp_path / "saved", model, spec)
+    loaded, loaded_spec = load_model(tmp_path / "saved")
+    assert loaded_spec.eval_crop == 0.8 and loaded.eval_crop == 0.8
+
+    size = spec.image_size
+    pixels = torch.randint(0, 256, (4, 3, size, size), dtype=torch.uint8)
+    framed = pixels.clone()
+    edge = round(size * 0.1) - 1  # the centre 80%, scaled up bilinearly, reads no pixel this near the edge
+    framed[..., :edge, :], framed[..., -edge:, :], framed[..., :edge], framed[..., -edge:] = 0, 255, 0, 255
+    centre = (slice(None), slice(None), slice(size // 4, -size // 4), slice(size // 4, -size // 4))
+    nudged = pixels.clone()
+    nudged[centre] = 255 - nudged[centre]
+    with torch.no_grad():
+        assert torch.equal(loaded(framed), loaded(pixels)), "the frame outside the centre is not seen"
+        assert not torch.allclose(loaded(nudged), loaded(pixels), atol=1e-3)
+        assert not torch.allclose(loaded.one_view(framed), loaded.one_view(pixels), atol=1e-3)
+        assert loaded.centre_zoom(pixels).shape == pixels.shape
+    loaded.train()
+    torch.manual_seed(1)
+    training = loaded(framed)
+    torch.manual_seed(1)
+    assert torch.equal(training, loaded.one_view(framed)), "training sees the whole image"
+
+
 def test_flip_tta_averages_each_image_with_its_mirror_in_eval_only(tmp_path: Path) -> None:
     torch.manual_seed(0)
     spec = small_spec("small-resnet", 3)

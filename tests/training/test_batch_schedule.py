@@ -135,6 +135,8 @@ def test_discriminative_rates_fall_block_by_block_towards_the_input(schedule: st
         ("fine_tune_lr_decay", 0),
         ("fine_tune_lr_decay", 2),
         ("val_every", "2"),
+        ("eval_crop", 0),
+        ("eval_crop", 1.2),
     ],
 )
 def test_schedule_fields_out_of_range_are_refused_with_their_name(field: str, value) -> None:
@@ -167,6 +169,7 @@ def test_short_runs_end_at_the_full_size() -> None:
         ("seed-basic-cnn", {"progressive_from": 64}, "seed-basic-cnn is built for 150-px"),
         ("transfer", {"progressive_from": 96}, "trains a head on cached features"),
         ("transfer", {"aug": ["cutmix=1.0"]}, "mixup/cutmix"),
+        ("transfer", {"eval_crop": 0.8}, "eval_crop: for whole networks"),
     ],
 )
 def test_options_a_recipe_cannot_train_with_are_refused(recipe: str, settings: dict, refusal: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -36,6 +37,7 @@ class ModelSpec:
     resize: str = "squash"
     output: str = "softmax"  # softmax: one logit per class | sigmoid: one logit for classes[1]
     flip_tta: bool = False  # predictions average the logits of the image and its mirror image
+    eval_crop: float = 1.0  # predictions see the centre this share of the side, scaled up to image_size
     metrics: dict[str, float] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
@@ -64,19 +66,48 @@ class ImageClassifier(nn.Module):
 
     With `flip_tta`, evaluation mode averages the logits of each image and its left-right mirror
     (test-time augmentation, as airbench and fastai's `tta` do): inside the module, so evaluation,
-    prediction, the server and the ONNX export all see the same model. Training is one view."""
+    prediction, the server and the ONNX export all see the same model. Training is one view.
 
-    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], flip_tta: bool = False):
+    With `eval_crop` below 1, evaluation mode first zooms into the centre (FixRes: random resized
+    crops show objects larger in training than a whole photo shows them; timm's `crop_pct`)."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        flip_tta: bool = False,
+        eval_crop: float = 1.0,
+        image_size: int = 0,
+    ):
         super().__init__()
         self.net = net
         self.flip_tta = flip_tta
+        self.eval_crop = eval_crop
+        if eval_crop < 1.0 and image_size <= 0:
+            raise ValueError("eval_crop below 1 needs the model's image_size")
+        # sizes fixed here, not read from the input: the ONNX graph then holds plain numbers
+        zoomed = round(image_size / eval_crop) if eval_crop < 1.0 else 0
+        self.zoom = (zoomed, (zoomed - image_size) // 2, image_size)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        if self.flip_tta and not self.training:
+        if self.training:
+            return self.one_view(pixels)
+        pixels = self.centre_zoom(pixels)
+        if self.flip_tta:
             return (self.one_view(pixels) + self.one_view(pixels.flip(-1))) / 2
         return self.one_view(pixels)
+
+    def centre_zoom(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The centre `eval_crop` of each side at `image_size`: the image scaled up (bilinear) to
+        image_size / eval_crop, then its centre cropped."""
+        zoomed, top, size = self.zoom
+        if not zoomed:
+            return pixels
+        pixels = F.interpolate(pixels.float(), size=(zoomed, zoomed), mode="bilinear", align_corners=False)
+        return pixels[..., top : top + size, top : top + size]
 
     def one_view(self, pixels: torch.Tensor) -> torch.Tensor:
         """Logits of these pixels alone (what explanations hook into: one forward pass)."""
@@ -86,7 +117,7 @@ class ImageClassifier(nn.Module):
 def build_classifier(spec: ModelSpec) -> ImageClassifier:
     net = create_model(spec.architecture, spec.num_outputs, spec.channels, **spec.arch_args)
     mean, std = channel_stats(spec.mean, spec.channels), channel_stats(spec.std, spec.channels)
-    return ImageClassifier(net, mean, std, flip_tta=spec.flip_tta)
+    return ImageClassifier(net, mean, std, spec.flip_tta, spec.eval_crop, spec.image_size)
 
 
 def probabilities(logits: torch.Tensor, output: str) -> torch.Tensor:
