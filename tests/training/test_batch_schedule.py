@@ -157,6 +157,19 @@ def test_fine_tune_lr_decay_reaches_the_recipe_from_the_cli_and_the_api() -> Non
     assert recipe.fine_tune_lr_decay == 0.5
 
 
+def test_eval_crop_reaches_the_model_from_the_cli_and_the_api() -> None:
+    import typer
+
+    from imgcls import api
+    from imgcls.cli.app import app
+    from imgcls.recipes import model_spec
+
+    command = typer.main.get_command(app).commands["train"]
+    assert "eval_crop" in {p.name for p in command.params}
+    recipe, _ = api.resolve("scratch", {"eval_crop": 0.9})
+    assert recipe.eval_crop == 0.9 and model_spec(recipe, ["cat", "dog"]).eval_crop == 0.9
+
+
 def test_short_runs_end_at_the_full_size() -> None:
     for epochs in (1, 2, 3):
         recipe = get_recipe("scratch").override(image_size=128, epochs=epochs, progressive_from=64, progressive_until=1)
