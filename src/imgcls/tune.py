@@ -73,9 +73,6 @@ SEARCH_SPACES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "schedule": {  # capped at the epochs the remaining budget fits
             "epochs": {"times": [0.5, 2.0], "unit": "epochs (times the recipe's)"},
         },
-        "evaluation": {
-            "eval_crop": {"choices": [1.0, 0.9, 0.8], "unit": "share of each side predicted on (FixRes)"},
-        },
     },
 }
 FINE_TUNE_FIELDS = ("fine_tune_lr", "fine_tune_epochs")  # searched only when the trial fine-tunes
