@@ -26,7 +26,7 @@ from typing import Any
 TARGET = Path(__file__).resolve().with_name("recipes.md")
 
 GROUPS: dict[str, tuple[str, ...]] = {
-    "Model": ("model", "model_args", "head", "aux_loss_weight", "flip_tta", "eval_crop"),
+    "Model": ("model", "model_args", "head", "aux_loss_weight", "flip_tta", "eval_crops"),
     "Data": ("image_size", "channels", "resize", "mean", "std", "val_split"),
     "Optimiser and schedule": (
         "batch_size",

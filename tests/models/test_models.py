@@ -136,14 +136,14 @@ def test_save_load_round_trip(name: str, channels: int, tmp_path: Path) -> None:
         assert torch.equal(value, loaded.state_dict()[key]), key
 
 
-def test_eval_crop_predicts_on_the_centre_alone_and_trains_on_the_whole_image(tmp_path: Path) -> None:
+def test_eval_crops_predict_on_the_centre_alone_and_training_sees_the_whole_image(tmp_path: Path) -> None:
     torch.manual_seed(0)
     spec = small_spec("small-resnet", 3)
-    spec.eval_crop = 0.8
+    spec.eval_crops = (0.8, 0.7)
     model = build_classifier(spec)
     save_model(tmp_path / "saved", model, spec)
     loaded, loaded_spec = load_model(tmp_path / "saved")
-    assert loaded_spec.eval_crop == 0.8 and loaded.eval_crop == 0.8
+    assert loaded_spec.eval_crops == (0.8, 0.7) and loaded.eval_crops == (0.8, 0.7)
 
     size = spec.image_size
     pixels = torch.randint(0, 256, (4, 3, size, size), dtype=torch.uint8)
@@ -157,7 +157,9 @@ def test_eval_crop_predicts_on_the_centre_alone_and_trains_on_the_whole_image(tm
         assert torch.equal(loaded(framed), loaded(pixels)), "the frame outside the centre is not seen"
         assert not torch.allclose(loaded(nudged), loaded(pixels), atol=1e-3)
         assert not torch.allclose(loaded.one_view(framed), loaded.one_view(pixels), atol=1e-3)
-        assert loaded.centre_zoom(pixels).shape == pixels.shape
+        views = [loaded.centre_zoom(pixels, zoomed) for zoomed in loaded.zooms]
+        assert all(view.shape == pixels.shape for view in views)
+        torch.testing.assert_close(loaded(pixels), sum(loaded.one_view(v) for v in views) / 2)  # logits averaged
     loaded.train()
     torch.manual_seed(1)
     training = loaded(framed)

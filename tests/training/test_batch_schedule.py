@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 import imgcls
 from imgcls.augment import Augment
 from imgcls.errors import ImgclsError
-from imgcls.recipes import get_recipe
+from imgcls.recipes import Recipe, get_recipe
 from imgcls.training.module import ClassifierModule
 
 
@@ -135,8 +135,10 @@ def test_discriminative_rates_fall_block_by_block_towards_the_input(schedule: st
         ("fine_tune_lr_decay", 0),
         ("fine_tune_lr_decay", 2),
         ("val_every", "2"),
-        ("eval_crop", 0),
-        ("eval_crop", 1.2),
+        ("eval_crops", 0),
+        ("eval_crops", [0.9, 1.2]),
+        ("eval_crops", []),
+        ("eval_crops", [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]),
     ],
 )
 def test_schedule_fields_out_of_range_are_refused_with_their_name(field: str, value) -> None:
@@ -165,9 +167,12 @@ def test_eval_crop_reaches_the_model_from_the_cli_and_the_api() -> None:
     from imgcls.recipes import model_spec
 
     command = typer.main.get_command(app).commands["train"]
-    assert "eval_crop" in {p.name for p in command.params}
-    recipe, _ = api.resolve("scratch", {"eval_crop": 0.9})
-    assert recipe.eval_crop == 0.9 and model_spec(recipe, ["cat", "dog"]).eval_crop == 0.9
+    assert "eval_crops" in {p.name for p in command.params}
+    for given in (0.9, [0.9], "0.9", (0.9,)):
+        recipe, _ = api.resolve("scratch", {"eval_crops": given})
+        assert recipe.eval_crops == (0.9,) and model_spec(recipe, ["cat", "dog"]).eval_crops == (0.9,), given
+    assert api.resolve("scratch", {"eval_crops": "0.9,0.8"})[0].eval_crops == (0.9, 0.8)
+    assert Recipe.from_dict(recipe.as_dict()) == recipe  # config.yaml holds a list
 
 
 def test_short_runs_end_at_the_full_size() -> None:
@@ -182,7 +187,7 @@ def test_short_runs_end_at_the_full_size() -> None:
         ("seed-basic-cnn", {"progressive_from": 64}, "seed-basic-cnn is built for 150-px"),
         ("transfer", {"progressive_from": 96}, "trains a head on cached features"),
         ("transfer", {"aug": ["cutmix=1.0"]}, "mixup/cutmix"),
-        ("transfer", {"eval_crop": 0.8}, "eval_crop: for whole networks"),
+        ("transfer", {"eval_crops": 0.8}, "eval_crops: for whole networks"),
     ],
 )
 def test_options_a_recipe_cannot_train_with_are_refused(recipe: str, settings: dict, refusal: str) -> None:

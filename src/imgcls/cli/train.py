@@ -58,8 +58,9 @@ def train(
     flip_tta: Annotated[
         bool | None, _opt("Average each image's logits with its mirror's", RECIPE, "--flip-tta/--no-flip-tta")
     ] = None,
-    eval_crop: Annotated[
-        float | None, _opt("Predict on the centre this share of each side, scaled up (FixRes; 1 = whole)", RECIPE)
+    eval_crops: Annotated[
+        list[float] | None,
+        _opt("Predict on the centre this share of each side, scaled up (repeat: averaged)", RECIPE, "--eval-crop"),
     ] = None,
     augment: Annotated[
         bool | None,

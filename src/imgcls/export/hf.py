@@ -137,7 +137,7 @@ def _imgcls_fields(spec: ModelSpec, run_id: str, layout: str) -> dict[str, Any]:
         "architecture": spec.architecture,
         "output": spec.output,
         "flip_tta": spec.flip_tta,
-        "eval_crop": spec.eval_crop,
+        "eval_crops": list(spec.eval_crops),
         "channels": spec.channels,
     }
 

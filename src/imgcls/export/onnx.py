@@ -122,7 +122,7 @@ def describe(spec: ModelSpec, opset: int = 17) -> dict[str, Any]:
             "classes": list(spec.classes),
             "activation": spec.output,
             "flip_tta": spec.flip_tta,  # the graph already averages each image with its mirror image
-            "eval_crop": spec.eval_crop,  # the graph already zooms into the centre: feed the whole image
+            "eval_crops": list(spec.eval_crops),  # the graph already zooms into the centre: feed the whole image
             "note": "probabilities per class in this order; each row sums to 1"
             + ("; one-logit sigmoid model: [1 - p, p]" if spec.output == "sigmoid" else ""),
         },

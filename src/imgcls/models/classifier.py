@@ -37,7 +37,8 @@ class ModelSpec:
     resize: str = "squash"
     output: str = "softmax"  # softmax: one logit per class | sigmoid: one logit for classes[1]
     flip_tta: bool = False  # predictions average the logits of the image and its mirror image
-    eval_crop: float = 1.0  # predictions see the centre this share of the side, scaled up to image_size
+    # predictions average these views: the centre this share of each side, scaled up to image_size
+    eval_crops: tuple[float, ...] = (1.0,)
     metrics: dict[str, float] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
@@ -51,7 +52,9 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelSpec:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        spec = cls(**{k: v for k, v in values.items() if k in known})
+        spec.eval_crops = tuple(spec.eval_crops)  # a JSON list
+        return spec
 
 
 def channel_stats(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
@@ -68,8 +71,9 @@ class ImageClassifier(nn.Module):
     (test-time augmentation, as airbench and fastai's `tta` do): inside the module, so evaluation,
     prediction, the server and the ONNX export all see the same model. Training is one view.
 
-    With `eval_crop` below 1, evaluation mode first zooms into the centre (FixRes: random resized
-    crops show objects larger in training than a whole photo shows them; timm's `crop_pct`)."""
+    With `eval_crops` other than (1,), evaluation mode zooms into the centre (FixRes: random resized
+    crops show objects larger in training than a whole photo shows them; timm's `crop_pct`), and
+    with several, averages the logits of those views (multi-scale test-time augmentation)."""
 
     def __init__(
         self,
@@ -77,35 +81,35 @@ class ImageClassifier(nn.Module):
         mean: tuple[float, ...],
         std: tuple[float, ...],
         flip_tta: bool = False,
-        eval_crop: float = 1.0,
+        eval_crops: tuple[float, ...] = (1.0,),
         image_size: int = 0,
     ):
         super().__init__()
         self.net = net
         self.flip_tta = flip_tta
-        self.eval_crop = eval_crop
-        if eval_crop < 1.0 and image_size <= 0:
-            raise ValueError("eval_crop below 1 needs the model's image_size")
+        self.eval_crops = tuple(eval_crops)
+        if any(crop < 1.0 for crop in self.eval_crops) and image_size <= 0:
+            raise ValueError("eval_crops below 1 need the model's image_size")
         # sizes fixed here, not read from the input: the ONNX graph then holds plain numbers
-        zoomed = round(image_size / eval_crop) if eval_crop < 1.0 else 0
-        self.zoom = (zoomed, (zoomed - image_size) // 2, image_size)
+        self.zooms = [round(image_size / crop) if crop < 1.0 else 0 for crop in self.eval_crops]
+        self.image_size = image_size
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         if self.training:
             return self.one_view(pixels)
-        pixels = self.centre_zoom(pixels)
+        views = [self.centre_zoom(pixels, zoomed) for zoomed in self.zooms]
         if self.flip_tta:
-            return (self.one_view(pixels) + self.one_view(pixels.flip(-1))) / 2
-        return self.one_view(pixels)
+            views += [view.flip(-1) for view in views]
+        return sum(self.one_view(view) for view in views) / len(views)
 
-    def centre_zoom(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The centre `eval_crop` of each side at `image_size`: the image scaled up (bilinear) to
-        image_size / eval_crop, then its centre cropped."""
-        zoomed, top, size = self.zoom
+    def centre_zoom(self, pixels: torch.Tensor, zoomed: int) -> torch.Tensor:
+        """The image scaled up (bilinear) to `zoomed` pixels a side, then its centre at `image_size`;
+        0: the image as it is."""
         if not zoomed:
             return pixels
+        top, size = (zoomed - self.image_size) // 2, self.image_size
         pixels = F.interpolate(pixels.float(), size=(zoomed, zoomed), mode="bilinear", align_corners=False)
         return pixels[..., top : top + size, top : top + size]
 
@@ -117,7 +121,7 @@ class ImageClassifier(nn.Module):
 def build_classifier(spec: ModelSpec) -> ImageClassifier:
     net = create_model(spec.architecture, spec.num_outputs, spec.channels, **spec.arch_args)
     mean, std = channel_stats(spec.mean, spec.channels), channel_stats(spec.std, spec.channels)
-    return ImageClassifier(net, mean, std, spec.flip_tta, spec.eval_crop, spec.image_size)
+    return ImageClassifier(net, mean, std, spec.flip_tta, tuple(spec.eval_crops), spec.image_size)
 
 
 def probabilities(logits: torch.Tensor, output: str) -> torch.Tensor:
