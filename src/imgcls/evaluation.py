@@ -133,6 +133,7 @@ def evaluate_run(
     probs, labels, classes = predicted.probs, predicted.labels, predicted.classes
     metrics = {"data": predicted.described, **classification_metrics(probs, labels, classes)}
     metrics["flip_tta"] = predicted.flip_tta
+    metrics["eval_crops"] = list(run.spec.eval_crops)
     metrics["skipped"] = [{"path": display_path(e.path), "reason": e.reason} for e in predicted.skipped]
     if write_plots:
         metrics["confusion_png"] = str(

@@ -88,9 +88,10 @@ def explain(classifier: Classifier, item: ImageInput, class_index: int | None = 
     pixels = classifier.pixels(item)
     feature_map, logits = _forward_keeping(classifier.model, layer, pixels)
     logits_shown = logits.detach()
-    if classifier.model.flip_tta:  # the heatmap explains the image as it is; the answer is the prediction's
-        with torch.no_grad():
-            logits_shown = (logits_shown + classifier.model.one_view(_as_batch(pixels).flip(-1))) / 2
+    model = classifier.model
+    if model.flip_tta or model.eval_crops != (1.0,):  # the heatmap explains the image as it is; the answer
+        with torch.no_grad():  # is the prediction's (mirror image, centre crops)
+            logits_shown = model.eval()(_as_batch(pixels))
     probs = probabilities(logits_shown, classifier.spec.output)[0]
     index = int(probs.argmax()) if class_index is None else _checked_index(class_index, len(classifier.classes))
     score = _class_score(logits, index, classifier.spec.output)

@@ -160,6 +160,12 @@ def test_eval_crops_predict_on_the_centre_alone_and_training_sees_the_whole_imag
         views = [loaded.centre_zoom(pixels, zoomed) for zoomed in loaded.zooms]
         assert all(view.shape == pixels.shape for view in views)
         torch.testing.assert_close(loaded(pixels), sum(loaded.one_view(v) for v in views) / 2)  # logits averaged
+        loaded.flip_tta = True  # each crop and its mirror image
+        mirrored = [loaded.one_view(v.flip(-1)) for v in views]
+        expected = (sum(loaded.one_view(v) for v in views) + sum(mirrored)) / 4
+        torch.testing.assert_close(loaded(pixels), expected)
+        loaded.flip_tta = False
+    assert ModelSpec.from_dict({k: v for k, v in spec.__dict__.items() if k != "eval_crops"}).eval_crops == (1.0,)
     loaded.train()
     torch.manual_seed(1)
     training = loaded(framed)

@@ -68,6 +68,7 @@ def print_metrics(metrics: dict, with_headline: bool = True) -> None:
             f"[bold]{metrics['accuracy']:.2%}[/bold], loss {metrics['loss']:.4f}"
             + (f", ROC AUC {metrics['roc_auc']:.4f}" if "roc_auc" in metrics else "")
             + (" (with mirror images: flip TTA)" if metrics.get("flip_tta") else "")
+            + (f" (centre crops {metrics['eval_crops']})" if metrics.get("eval_crops", [1.0]) != [1.0] else "")
         )
     table = Table("class", "precision", "recall", "F1", "support")
     for name, row in metrics["per_class"].items():

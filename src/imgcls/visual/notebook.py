@@ -105,6 +105,8 @@ def evaluation_card(metrics: dict) -> Html:
     figures = [(label, metrics.get(key)) for label, key in (("confusion matrix", "confusion_png"), ("ROC", "roc_png"))]
     skipped = [f"{item['path']}: {item['reason']}" for item in metrics.get("skipped", [])]
     mirrored = ", each averaged with its mirror image (flip TTA)" if metrics.get("flip_tta") else ""
+    if metrics.get("eval_crops", [1.0]) != [1.0]:
+        mirrored += f", on centre crops {metrics['eval_crops']}"
     rows = [
         ("images", f"{metrics.get('n_images', 0):,}{mirrored}"),
         ("loss", _number(metrics.get("loss"))),
