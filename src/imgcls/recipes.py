@@ -214,7 +214,7 @@ def with_backbone(recipe: Recipe, backbone: str) -> Recipe:
 
 
 def check_whole_network_options(recipe: Recipe) -> None:
-    """Progressive resizing, MixUp/CutMix and the eval crop are for whole networks trained on images (a
+    """Progressive resizing, MixUp/CutMix and eval crops are for whole networks trained on images (a
     transfer recipe's head sees cached features), and progressive resizing needs one that takes any
     size (global pooling, no Flatten)."""
     from imgcls.models.registry import accepts

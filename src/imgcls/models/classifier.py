@@ -121,7 +121,7 @@ class ImageClassifier(nn.Module):
 def build_classifier(spec: ModelSpec) -> ImageClassifier:
     net = create_model(spec.architecture, spec.num_outputs, spec.channels, **spec.arch_args)
     mean, std = channel_stats(spec.mean, spec.channels), channel_stats(spec.std, spec.channels)
-    return ImageClassifier(net, mean, std, spec.flip_tta, tuple(spec.eval_crops), spec.image_size)
+    return ImageClassifier(net, mean, std, spec.flip_tta, spec.eval_crops, spec.image_size)
 
 
 def probabilities(logits: torch.Tensor, output: str) -> torch.Tensor:
